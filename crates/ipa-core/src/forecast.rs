@@ -1,0 +1,1 @@
+//! Demand forecasting over a short horizon (pod start-up + one interval).

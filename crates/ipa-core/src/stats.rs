@@ -1,0 +1,93 @@
+//! Window statistics over samples: what the collector and the simulator use to fill a `MetricsSnapshot`.
+
+use crate::snapshot::SeriesStats;
+
+/// Percentile by linear interpolation between closest ranks; `q` in [0, 1]. `sorted` must be ascending.
+pub fn percentile_sorted(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let q = if q.is_finite() {
+        q.clamp(0.0, 1.0)
+    } else {
+        1.0
+    };
+    let rank = q * (sorted.len() - 1) as f64;
+    let lo = rank.floor() as usize;
+    let hi = rank.ceil() as usize;
+    let frac = rank - lo as f64;
+    Some(sorted[lo] + (sorted[hi] - sorted[lo]) * frac)
+}
+
+/// Least-squares slope of `values` sampled every `step_seconds`, in units per minute.
+pub fn slope_per_minute(values: &[f64], step_seconds: f64) -> f64 {
+    let n = values.len();
+    if n < 2 || !(step_seconds > 0.0) {
+        return 0.0;
+    }
+    let mean_x = (n - 1) as f64 / 2.0;
+    let mean_y = values.iter().sum::<f64>() / n as f64;
+    let (mut num, mut den) = (0.0, 0.0);
+    for (i, y) in values.iter().enumerate() {
+        let dx = i as f64 - mean_x;
+        num += dx * (y - mean_y);
+        den += dx * dx;
+    }
+    if den == 0.0 {
+        0.0
+    } else {
+        num / den * 60.0 / step_seconds
+    }
+}
+
+/// Summarizes samples taken every `step_seconds`, oldest first. Non-finite samples are dropped (they are
+/// missing data, not zeros); `None` when nothing finite is left.
+pub fn summarize(samples: &[f64], step_seconds: f64) -> Option<SeriesStats> {
+    let clean: Vec<f64> = samples.iter().copied().filter(|v| v.is_finite()).collect();
+    let current = *clean.last()?;
+    let mut sorted = clean.clone();
+    sorted.sort_by(f64::total_cmp);
+    let pct = |q| percentile_sorted(&sorted, q).unwrap_or(current);
+    Some(SeriesStats {
+        current,
+        mean: clean.iter().sum::<f64>() / clean.len() as f64,
+        p50: pct(0.5),
+        p90: pct(0.9),
+        p95: pct(0.95),
+        max: sorted.last().copied().unwrap_or(current),
+        trend_per_min: slope_per_minute(&clean, step_seconds),
+        samples: clean.len().min(u32::MAX as usize) as u32,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn summarizes_a_ramp() {
+        let s = summarize(&[1.0, 2.0, 3.0, 4.0, 5.0], 60.0).unwrap_or_default();
+        assert_eq!(s.current, 5.0);
+        assert_eq!(s.mean, 3.0);
+        assert_eq!(s.p50, 3.0);
+        assert_eq!(s.max, 5.0);
+        assert!((s.trend_per_min - 1.0).abs() < 1e-9);
+        assert_eq!(s.samples, 5);
+    }
+
+    #[test]
+    fn empty_or_nan_is_missing_not_zero() {
+        assert!(summarize(&[], 15.0).is_none());
+        assert!(summarize(&[f64::NAN, f64::INFINITY], 15.0).is_none());
+    }
+
+    proptest! {
+        #[test]
+        fn percentiles_are_ordered(values in prop::collection::vec(-1e9f64..1e9, 1..200)) {
+            let s = summarize(&values, 15.0).unwrap_or_default();
+            prop_assert!(s.p50 <= s.p90 + 1e-6 && s.p90 <= s.p95 + 1e-6 && s.p95 <= s.max + 1e-6);
+            prop_assert!(s.mean <= s.max + 1e-6);
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! `ipa`: one binary, one subcommand per part of the product.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "ipa", version, about = "Intelligent Pod Autoscaler")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the Kubernetes operator.
+    Controller(ipa_controller::ControllerArgs),
+    /// Run the recommendation agent (HTTP).
+    Agent(ipa_agent::AgentArgs),
+    /// Replay a trace through one or all policies and write a report.
+    Simulate(ipa_sim::cli::SimulateArgs),
+    /// Score every policy on every trace.
+    Bench(ipa_sim::cli::BenchArgs),
+    /// Test-bed workload simulator (stands in for the application on fake nodes).
+    Loadsim(ipa_loadsim::LoadsimArgs),
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("IPA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = std::env::var("IPA_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result: anyhow::Result<()> = match cli.command {
+        Command::Simulate(args) => ipa_sim::cli::simulate(&args).map_err(Into::into),
+        Command::Bench(args) => ipa_sim::cli::bench(&args).map_err(Into::into),
+        Command::Controller(args) => {
+            runtime().and_then(|rt| rt.block_on(ipa_controller::run(args)).map_err(Into::into))
+        }
+        Command::Agent(args) => {
+            runtime().and_then(|rt| rt.block_on(ipa_agent::run(args)).map_err(Into::into))
+        }
+        Command::Loadsim(args) => {
+            runtime().and_then(|rt| rt.block_on(ipa_loadsim::run(args)).map_err(Into::into))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("ipa: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
