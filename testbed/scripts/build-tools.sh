@@ -6,7 +6,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=../versions.env
 source "$here/versions.env"
-cache=${TESTBED_CACHE:-$here/../.testbed-cache}
+cache=${TESTBED_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ipa-testbed}
 mkdir -p "$cache/bin" "$cache/src"
 cache=$(cd "$cache" && pwd)
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
