@@ -7,6 +7,7 @@ pub mod forecast;
 pub mod guardrails;
 pub mod policy;
 pub mod prompt;
+pub mod protocol;
 pub mod quantity;
 pub mod recommendation;
 pub mod recommender;
@@ -17,6 +18,7 @@ pub mod stats;
 pub use guardrails::{Decision, GuardState, guard};
 pub use policy::{Policy, ResolvedPolicy, ScalingRules};
 pub use quantity::{Bytes, CpuMillis, QuantityError};
+pub use protocol::{RecommendRequest, SeedRecommendation, SeedRequest, SeedResponse};
 pub use recommendation::{ContainerRecommendation, GuardrailNote, Recommendation, Rule, Source};
 pub use recommender::recommend;
 pub use snapshot::{
