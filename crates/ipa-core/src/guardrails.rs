@@ -1,11 +1,19 @@
 //! Deterministic guardrails: what may touch the cluster. Every intervention is recorded as a note.
+//!
+//! Whatever proposed the change — an LLM, the built-in recommender, a person's agent — passes through the same
+//! rules here, in the controller, never trusting the network. HPA's behaviour is the reference for replicas
+//! (bounds, tolerance, stabilization windows, per-period step limits); for resources, a template change
+//! restarts every pod, so it must be worth it (threshold) and not too frequent (interval), except when safety
+//! demands more memory (OOM kill, usage above the request).
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::policy::ResolvedPolicy;
-use crate::recommendation::{ContainerRecommendation, GuardrailNote, Recommendation};
-use crate::snapshot::MetricsSnapshot;
+use crate::policy::{ResolvedPolicy, ResolvedRules};
+use crate::quantity::{Bytes, CpuMillis};
+use crate::recommendation::{ContainerRecommendation, GuardrailNote, Recommendation, Rule};
+use crate::recommender::oom_bump;
+use crate::snapshot::{ContainerSnapshot, MetricsSnapshot, Resources};
 
 /// What the guardrails remember between cycles. It is serialisable so the controller can keep it in the
 /// CR's status and a restart forgets nothing.
@@ -15,9 +23,9 @@ pub struct GuardState {
     /// Recent (unix seconds, recommended replicas) pairs, oldest first, pruned to the longest window.
     #[serde(default)]
     pub recommendations: Vec<(i64, u32)>,
-    /// Recent (unix seconds, replicas after the change) scale events, for the per-period step limits.
+    /// Recent (unix seconds, replicas before, replicas after) scale events, for the per-period step limits.
     #[serde(default)]
-    pub scale_events: Vec<(i64, u32)>,
+    pub scale_events: Vec<(i64, u32, u32)>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_resize_at: Option<i64>,
 }
@@ -33,6 +41,15 @@ pub struct Decision {
     pub state: GuardState,
 }
 
+impl Decision {
+    pub fn scales(&self, current: u32) -> bool {
+        self.replicas != current
+    }
+    pub fn resizes(&self) -> bool {
+        !self.containers.is_empty()
+    }
+}
+
 /// Applies every guardrail to `proposal` for the target observed in `snapshot`, at time `now` (unix seconds).
 pub fn guard(
     proposal: &Recommendation,
@@ -41,13 +58,836 @@ pub fn guard(
     state: &GuardState,
     now: i64,
 ) -> Decision {
-    let _ = (policy, now);
+    let mut notes = Vec::new();
+    let mut state = state.clone();
+    let containers = guard_resources(proposal, snapshot, policy, &state, now, &mut notes);
+    let replicas = guard_replicas(
+        proposal.replicas,
+        snapshot,
+        policy,
+        &mut state,
+        &containers,
+        now,
+        &mut notes,
+    );
+
+    let current = snapshot.replicas;
+    if replicas != current {
+        state.scale_events.push((now, current, replicas));
+    }
+    if !containers.is_empty() {
+        state.last_resize_at = Some(now);
+    }
+    let keep = i64::from(
+        policy
+            .scale_down
+            .stabilization_window_seconds
+            .max(policy.scale_up.stabilization_window_seconds)
+            .max(policy.scale_down.period_seconds)
+            .max(policy.scale_up.period_seconds),
+    );
+    state.recommendations.retain(|(t, _)| now - t <= keep);
+    state.scale_events.retain(|(t, _, _)| {
+        now - t
+            < i64::from(
+                policy
+                    .scale_up
+                    .period_seconds
+                    .max(policy.scale_down.period_seconds),
+            )
+    });
     Decision {
-        replicas: snapshot
-            .replicas
-            .max(proposal.replicas.min(snapshot.replicas)),
-        containers: Vec::new(),
-        notes: Vec::new(),
-        state: state.clone(),
+        replicas,
+        containers,
+        notes,
+        state,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn guard_replicas(
+    proposed: u32,
+    snapshot: &MetricsSnapshot,
+    policy: &ResolvedPolicy,
+    state: &mut GuardState,
+    containers: &[ContainerRecommendation],
+    now: i64,
+    notes: &mut Vec<GuardrailNote>,
+) -> u32 {
+    let current = snapshot.replicas;
+    let mut desired = bound(proposed, policy, notes);
+
+    // HPA's stabilization: remember every (bounded) recommendation; scale down only to the highest of the
+    // window, scale up only to the lowest of the up-window.
+    state.recommendations.push((now, desired));
+    if desired < current {
+        let window = i64::from(policy.scale_down.stabilization_window_seconds);
+        let highest =
+            window_extreme(&state.recommendations, now, window, u32::max).unwrap_or(desired);
+        let stabilized = highest.min(current).max(desired);
+        if stabilized != desired {
+            notes.push(GuardrailNote::new(
+                Rule::ScaleDownStabilization,
+                format!("scale-down to {desired} held at {stabilized}: highest recommendation in the last {window}s"),
+            ));
+            desired = stabilized;
+        }
+    } else if desired > current {
+        let window = i64::from(policy.scale_up.stabilization_window_seconds);
+        let lowest =
+            window_extreme(&state.recommendations, now, window, u32::min).unwrap_or(desired);
+        let stabilized = lowest.max(current).min(desired);
+        if stabilized != desired {
+            notes.push(GuardrailNote::new(
+                Rule::ScaleUpStabilization,
+                format!("scale-up to {desired} held at {stabilized}: lowest recommendation in the last {window}s"),
+            ));
+            desired = stabilized;
+        }
+    }
+
+    if desired < current && snapshot.has_missing_inputs() && current <= policy.max_replicas {
+        notes.push(GuardrailNote::new(
+            Rule::MissingInputs,
+            format!(
+                "no scale-down to {desired} while inputs are missing ({})",
+                missing_list(snapshot)
+            ),
+        ));
+        desired = current;
+    }
+
+    // Tolerance dead band (HPA: 0.1), only for changes that stay within the bounds.
+    if desired != current && current >= policy.min_replicas && current <= policy.max_replicas {
+        let change = (f64::from(desired) - f64::from(current)).abs() / f64::from(current.max(1));
+        if change <= policy.tolerance {
+            notes.push(GuardrailNote::new(
+                Rule::Tolerance,
+                format!(
+                    "{current} → {desired} is within the {:.0}% tolerance",
+                    policy.tolerance * 100.0
+                ),
+            ));
+            desired = current;
+        }
+    }
+
+    // Per-period step limits, measured from the replica count at the start of the period.
+    if desired > current {
+        let base = period_start(state, now, policy.scale_up.period_seconds, current);
+        let limit = step_up_limit(base, &policy.scale_up);
+        if desired > limit {
+            notes.push(GuardrailNote::new(
+                Rule::ScaleUpStep,
+                format!("scale-up to {desired} limited to {limit} this period"),
+            ));
+            desired = limit.max(current);
+        }
+        let fit = node_capacity_limit(snapshot, containers, current);
+        if let Some(fit) = fit.filter(|fit| desired > *fit) {
+            notes.push(GuardrailNote::new(
+                Rule::NodeCapacity,
+                format!("scale-up to {desired} limited to {fit}: the nodes' free capacity holds no more pods"),
+            ));
+            desired = fit.max(current);
+        }
+    } else if desired < current {
+        let base = period_start(state, now, policy.scale_down.period_seconds, current);
+        let limit = step_down_limit(base, &policy.scale_down);
+        if desired < limit {
+            notes.push(GuardrailNote::new(
+                Rule::ScaleDownStep,
+                format!("scale-down to {desired} limited to {limit} this period"),
+            ));
+            desired = limit.min(current);
+        }
+    }
+    // The bounds win over everything (a Deployment outside them is brought inside at once).
+    bound(desired, policy, &mut Vec::new())
+}
+
+fn bound(replicas: u32, policy: &ResolvedPolicy, notes: &mut Vec<GuardrailNote>) -> u32 {
+    if replicas < policy.min_replicas {
+        notes.push(GuardrailNote::new(
+            Rule::MinReplicas,
+            format!("{replicas} raised to minReplicas {}", policy.min_replicas),
+        ));
+        policy.min_replicas
+    } else if replicas > policy.max_replicas {
+        notes.push(GuardrailNote::new(
+            Rule::MaxReplicas,
+            format!("{replicas} lowered to maxReplicas {}", policy.max_replicas),
+        ));
+        policy.max_replicas
+    } else {
+        replicas
+    }
+}
+
+fn window_extreme(
+    recs: &[(i64, u32)],
+    now: i64,
+    window: i64,
+    pick: fn(u32, u32) -> u32,
+) -> Option<u32> {
+    recs.iter()
+        .filter(|(t, _)| now - t <= window)
+        .map(|(_, r)| *r)
+        .reduce(pick)
+}
+
+/// Replicas at the start of the current period: before the earliest scale event inside it.
+fn period_start(state: &GuardState, now: i64, period: u32, current: u32) -> u32 {
+    state
+        .scale_events
+        .iter()
+        .find(|(t, _, _)| now - t < i64::from(period))
+        .map_or(current, |(_, before, _)| *before)
+}
+
+/// HPA's default select policy `Max`: the most permissive of "pods" and "percent".
+fn step_up_limit(base: u32, rules: &ResolvedRules) -> u32 {
+    let by_pods = base.saturating_add(rules.max_pods);
+    let by_percent = (f64::from(base) * (1.0 + f64::from(rules.max_percent) / 100.0)).ceil() as u32;
+    by_pods.max(by_percent).max(1)
+}
+
+fn step_down_limit(base: u32, rules: &ResolvedRules) -> u32 {
+    let by_pods = base.saturating_sub(rules.max_pods);
+    let by_percent = (f64::from(base) * (1.0 - f64::from(rules.max_percent) / 100.0))
+        .floor()
+        .max(0.0) as u32;
+    by_pods.min(by_percent)
+}
+
+/// Most replicas the nodes can hold: current + what fits into the free CPU and memory, per pod request.
+fn node_capacity_limit(
+    snapshot: &MetricsSnapshot,
+    containers: &[ContainerRecommendation],
+    current: u32,
+) -> Option<u32> {
+    let pod_cpu: u64 = pod_total(snapshot, containers, |r| r.cpu.map(|c| c.0));
+    let pod_mem: u64 = pod_total(snapshot, containers, |r| r.memory.map(|m| m.0));
+    let extra_by =
+        |free: Option<u64>, per_pod: u64| free.filter(|_| per_pod > 0).map(|f| f / per_pod);
+    let extra = [
+        extra_by(snapshot.cluster.free_cpu.map(|c| c.0), pod_cpu),
+        extra_by(snapshot.cluster.free_memory_bytes.map(|m| m.0), pod_mem),
+    ]
+    .into_iter()
+    .flatten()
+    .min()?;
+    Some(current.saturating_add(extra.min(u64::from(u32::MAX)) as u32))
+}
+
+/// A pod's total request of one resource, using the new requests where a resize is decided.
+fn pod_total(
+    snapshot: &MetricsSnapshot,
+    containers: &[ContainerRecommendation],
+    get: impl Fn(&Resources) -> Option<u64>,
+) -> u64 {
+    snapshot
+        .containers
+        .iter()
+        .map(|c| {
+            containers
+                .iter()
+                .find(|r| r.name == c.name)
+                .and_then(|r| get(&r.requests))
+                .or_else(|| get(&c.requests))
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+fn missing_list(snapshot: &MetricsSnapshot) -> String {
+    let mut missing = snapshot.missing.clone();
+    if snapshot.cpu_per_pod.is_none() && !missing.iter().any(|m| m == "cpu") {
+        missing.push("cpu".into());
+    }
+    missing.join(", ")
+}
+
+/// Guards requests/limits. Returns the containers to change (complete requests and limits), or nothing.
+fn guard_resources(
+    proposal: &Recommendation,
+    snapshot: &MetricsSnapshot,
+    policy: &ResolvedPolicy,
+    state: &GuardState,
+    now: i64,
+    notes: &mut Vec<GuardrailNote>,
+) -> Vec<ContainerRecommendation> {
+    if proposal.containers.is_empty() {
+        return Vec::new();
+    }
+    if !policy.vertical {
+        notes.push(GuardrailNote::new(
+            Rule::VerticalDisabled,
+            "vertical scaling is off: resources left as they are",
+        ));
+        return Vec::new();
+    }
+    let missing = snapshot.has_missing_inputs();
+    let mut guarded = Vec::new();
+    let mut significant = false;
+    let mut urgent = false;
+    for rec in &proposal.containers {
+        let Some(current) = snapshot.containers.iter().find(|c| c.name == rec.name) else {
+            notes.push(GuardrailNote::new(
+                Rule::UnknownContainer,
+                format!(
+                    "container {:?} is not in the pod template: ignored",
+                    truncate(&rec.name)
+                ),
+            ));
+            continue;
+        };
+        if !policy.manages(&current.name) {
+            continue;
+        }
+        let (container, needs_more_memory) =
+            guard_container(rec, current, snapshot, policy, missing, notes);
+        urgent |= needs_more_memory;
+        significant |= differs(
+            &container.requests,
+            &current.requests,
+            policy.resize_threshold,
+        ) || differs(&container.limits, &current.limits, policy.resize_threshold);
+        guarded.push(container);
+    }
+    if guarded.is_empty()
+        || guarded.iter().all(|g| {
+            snapshot
+                .containers
+                .iter()
+                .any(|c| c.name == g.name && c.requests == g.requests && c.limits == g.limits)
+        })
+    {
+        return Vec::new();
+    }
+    if !significant && !urgent {
+        notes.push(GuardrailNote::new(
+            Rule::ResizeThreshold,
+            format!(
+                "resource change below the {:.0}% threshold: not worth restarting pods",
+                policy.resize_threshold * 100.0
+            ),
+        ));
+        return Vec::new();
+    }
+    if let Some(last) = state.last_resize_at {
+        let since = now - last;
+        if !urgent && since < i64::from(policy.min_resize_interval_seconds) {
+            notes.push(GuardrailNote::new(
+                Rule::ResizeInterval,
+                format!(
+                    "last resize {since}s ago; next allowed after {}s",
+                    policy.min_resize_interval_seconds
+                ),
+            ));
+            return Vec::new();
+        }
+    }
+    guarded
+}
+
+/// Guards one container. Returns it complete, and whether safety requires more memory than it has now.
+fn guard_container(
+    rec: &ContainerRecommendation,
+    current: &ContainerSnapshot,
+    snapshot: &MetricsSnapshot,
+    policy: &ResolvedPolicy,
+    missing: bool,
+    notes: &mut Vec<GuardrailNote>,
+) -> (ContainerRecommendation, bool) {
+    let name = &current.name;
+    // Fields the proposal leaves out keep their current value.
+    let mut req = Resources {
+        cpu: rec.requests.cpu.or(current.requests.cpu),
+        memory: rec.requests.memory.or(current.requests.memory),
+    };
+    let mut lim = Resources {
+        cpu: rec.limits.cpu.or(current.limits.cpu),
+        memory: rec.limits.memory.or(current.limits.memory),
+    };
+
+    if missing {
+        // No shrinking on partial data.
+        let keep_cpu = max_opt(req.cpu, current.requests.cpu);
+        let keep_mem = max_opt(req.memory, current.requests.memory);
+        if keep_cpu != req.cpu || keep_mem != req.memory {
+            notes.push(GuardrailNote::new(
+                Rule::MissingInputs,
+                format!("{name}: no resource decrease while inputs are missing"),
+            ));
+        }
+        req.cpu = keep_cpu;
+        req.memory = keep_mem;
+        lim.cpu = max_opt(lim.cpu, current.limits.cpu);
+        lim.memory = max_opt(lim.memory, current.limits.memory);
+    }
+
+    clamp_field(
+        &mut req.cpu,
+        policy.min_cpu,
+        policy.max_cpu,
+        name,
+        "CPU request",
+        notes,
+    );
+    clamp_field(
+        &mut lim.cpu,
+        policy.min_cpu,
+        policy.max_cpu,
+        name,
+        "CPU limit",
+        notes,
+    );
+    clamp_field(
+        &mut req.memory,
+        policy.min_memory,
+        policy.max_memory,
+        name,
+        "memory request",
+        notes,
+    );
+    clamp_field(
+        &mut lim.memory,
+        policy.min_memory,
+        policy.max_memory,
+        name,
+        "memory limit",
+        notes,
+    );
+
+    // Memory never below the observed peak plus margin; after an OOM kill, at least VPA's bump.
+    let mut needs_more_memory = false;
+    let peak = current
+        .memory_bytes
+        .map(|s| s.max.max(s.current))
+        .filter(|p| p.is_finite() && *p > 0.0);
+    if let Some(peak) = peak {
+        let floor = Bytes::from_f64(peak * (1.0 + policy.request_margin))
+            .round_up_mib()
+            .min(policy.max_memory);
+        if req.memory.is_some_and(|m| m < floor) {
+            notes.push(GuardrailNote::new(
+                Rule::MemoryBelowPeak,
+                format!(
+                    "{name}: memory request raised to {floor} (peak {} + margin)",
+                    Bytes::from_f64(peak).round_up_mib()
+                ),
+            ));
+            req.memory = Some(floor);
+            needs_more_memory |= current.requests.memory.is_none_or(|m| m < floor);
+        }
+        if lim.memory.is_some_and(|m| m < floor) {
+            notes.push(GuardrailNote::new(
+                Rule::MemoryBelowPeak,
+                format!("{name}: memory limit raised to {floor} (peak + margin)"),
+            ));
+            lim.memory = Some(floor);
+            needs_more_memory |= current.limits.memory.is_none_or(|m| m < floor);
+        }
+    }
+    let died_at = [current.limits.memory, current.requests.memory]
+        .into_iter()
+        .flatten()
+        .max();
+    if let Some(died_at) = died_at.filter(|_| snapshot.oom_kills > 0) {
+        let bumped = oom_bump(died_at).min(policy.max_memory);
+        if lim.memory.is_some_and(|m| m < bumped) {
+            notes.push(GuardrailNote::new(
+                Rule::OomBump,
+                format!("{name}: OOM kill seen, memory limit raised to {bumped}"),
+            ));
+            lim.memory = Some(bumped);
+        }
+        needs_more_memory |= lim.memory.is_some_and(|m| Some(m) > current.limits.memory);
+    }
+
+    // Limits never below requests.
+    if let (Some(l), Some(r)) = (lim.cpu, req.cpu)
+        && l < r
+    {
+        notes.push(GuardrailNote::new(
+            Rule::LimitBelowRequest,
+            format!("{name}: CPU limit {l} raised to the request {r}"),
+        ));
+        lim.cpu = Some(r);
+    }
+    if let (Some(l), Some(r)) = (lim.memory, req.memory)
+        && l < r
+    {
+        notes.push(GuardrailNote::new(
+            Rule::LimitBelowRequest,
+            format!("{name}: memory limit {l} raised to the request {r}"),
+        ));
+        lim.memory = Some(r);
+    }
+    (
+        ContainerRecommendation {
+            name: name.clone(),
+            requests: req,
+            limits: lim,
+        },
+        needs_more_memory,
+    )
+}
+
+fn max_opt<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+trait Quantity: Copy + Ord + std::fmt::Display {}
+impl Quantity for CpuMillis {}
+impl Quantity for Bytes {}
+
+fn clamp_field<T: Quantity>(
+    field: &mut Option<T>,
+    min: T,
+    max: T,
+    name: &str,
+    what: &str,
+    notes: &mut Vec<GuardrailNote>,
+) {
+    if let Some(v) = *field {
+        let clamped = v.clamp(min, max);
+        if clamped != v {
+            notes.push(GuardrailNote::new(
+                Rule::ResourceBounds,
+                format!("{name}: {what} {v} clamped to {clamped} (policy [{min}, {max}])"),
+            ));
+            *field = Some(clamped);
+        }
+    }
+}
+
+/// A change worth a restart: a value appears, disappears or moves by more than `threshold` (relative).
+fn differs(new: &Resources, old: &Resources, threshold: f64) -> bool {
+    fn rel(new: Option<u64>, old: Option<u64>, threshold: f64) -> bool {
+        match (new, old) {
+            (Some(n), Some(o)) => (n as f64 - o as f64).abs() > threshold * (o.max(1) as f64),
+            (None, None) => false,
+            _ => true,
+        }
+    }
+    rel(new.cpu.map(|c| c.0), old.cpu.map(|c| c.0), threshold)
+        || rel(new.memory.map(|m| m.0), old.memory.map(|m| m.0), threshold)
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(63).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Policy;
+    use crate::quantity::MIB;
+    use crate::recommendation::Source;
+    use crate::snapshot::{ClusterCapacity, SeriesStats, TargetRef};
+    use proptest::prelude::*;
+
+    fn flat(v: f64) -> SeriesStats {
+        SeriesStats {
+            current: v,
+            mean: v,
+            p50: v,
+            p90: v,
+            p95: v,
+            max: v,
+            trend_per_min: 0.0,
+            samples: 20,
+        }
+    }
+
+    fn snapshot(replicas: u32) -> MetricsSnapshot {
+        let mut s = MetricsSnapshot::new(
+            TargetRef {
+                namespace: "ns".into(),
+                deployment: "app".into(),
+            },
+            0,
+            replicas,
+        );
+        s.cpu_per_pod = Some(flat(0.3));
+        s.containers.push(ContainerSnapshot {
+            name: "app".into(),
+            requests: Resources {
+                cpu: Some(CpuMillis(500)),
+                memory: Some(Bytes(256 * MIB)),
+            },
+            limits: Resources {
+                cpu: Some(CpuMillis(1000)),
+                memory: Some(Bytes(512 * MIB)),
+            },
+            cpu_cores: Some(flat(0.3)),
+            memory_bytes: Some(flat(200.0 * MIB as f64)),
+        });
+        s
+    }
+
+    fn rec(replicas: u32) -> Recommendation {
+        Recommendation::new(replicas, Source::Llm)
+    }
+
+    fn with_resources(replicas: u32, cpu: u64, mem_mib: u64) -> Recommendation {
+        let mut r = rec(replicas);
+        r.containers.push(ContainerRecommendation {
+            name: "app".into(),
+            requests: Resources {
+                cpu: Some(CpuMillis(cpu)),
+                memory: Some(Bytes(mem_mib * MIB)),
+            },
+            limits: Resources {
+                cpu: Some(CpuMillis(cpu * 2)),
+                memory: Some(Bytes(mem_mib * 2 * MIB)),
+            },
+        });
+        r
+    }
+
+    fn has(d: &Decision, rule: Rule) -> bool {
+        d.notes.iter().any(|n| n.rule == rule)
+    }
+
+    #[test]
+    fn bounds_clamp_absurd_replicas() {
+        let p = Policy {
+            max_replicas: Some(10),
+            ..Policy::default()
+        }
+        .resolve();
+        let d = guard(
+            &rec(1_000_000_000),
+            &snapshot(10),
+            &p,
+            &GuardState::default(),
+            0,
+        );
+        assert_eq!(d.replicas, 10);
+        assert!(has(&d, Rule::MaxReplicas));
+        let d = guard(&rec(0), &snapshot(1), &p, &GuardState::default(), 0);
+        assert_eq!(d.replicas, 1);
+    }
+
+    #[test]
+    fn scale_up_is_immediate_but_step_limited() {
+        let p = Policy::default().resolve();
+        let d = guard(&rec(5), &snapshot(2), &p, &GuardState::default(), 0);
+        assert_eq!(d.replicas, 5);
+        // 2 → 20 in one period: limited to max(2 + 4, 2 × 2) = 6.
+        let d = guard(&rec(20), &snapshot(2), &p, &GuardState::default(), 0);
+        assert_eq!(d.replicas, 6);
+        assert!(has(&d, Rule::ScaleUpStep));
+    }
+
+    #[test]
+    fn scale_down_waits_for_the_stabilization_window() {
+        let p = Policy::default().resolve();
+        let mut state = GuardState::default();
+        // At 10 replicas, recommendations stay 10 for a while, then drop to 4.
+        let d = guard(&rec(10), &snapshot(10), &p, &state, 0);
+        state = d.state;
+        for t in [60, 120, 180, 240] {
+            let d = guard(&rec(4), &snapshot(10), &p, &state, t);
+            assert_eq!(d.replicas, 10, "held at t={t}");
+            assert!(has(&d, Rule::ScaleDownStabilization));
+            state = d.state;
+        }
+        // 300 s after the last "10", the window only holds 4s.
+        let d = guard(&rec(4), &snapshot(10), &p, &state, 301);
+        assert_eq!(d.replicas, 4);
+    }
+
+    #[test]
+    fn tolerance_dead_band_holds_small_changes() {
+        let p = Policy::default().resolve();
+        let d = guard(&rec(11), &snapshot(10), &p, &GuardState::default(), 0);
+        assert_eq!(d.replicas, 10);
+        assert!(has(&d, Rule::Tolerance));
+    }
+
+    #[test]
+    fn no_scale_down_on_missing_inputs() {
+        let p = Policy {
+            scale_down: Some(crate::ScalingRules {
+                stabilization_window_seconds: Some(0),
+                ..Default::default()
+            }),
+            ..Policy::default()
+        }
+        .resolve();
+        let mut s = snapshot(6);
+        s.cpu_per_pod = None;
+        s.missing.push("cpu".into());
+        let d = guard(&rec(2), &s, &p, &GuardState::default(), 0);
+        assert_eq!(d.replicas, 6);
+        assert!(has(&d, Rule::MissingInputs));
+        // Scaling up is still allowed.
+        assert_eq!(
+            guard(&rec(8), &s, &p, &GuardState::default(), 0).replicas,
+            8
+        );
+    }
+
+    #[test]
+    fn node_capacity_limits_scale_up() {
+        let p = Policy::default().resolve();
+        let mut s = snapshot(2);
+        s.cluster = ClusterCapacity {
+            free_cpu: Some(CpuMillis(1200)),
+            free_memory_bytes: None,
+        };
+        let d = guard(&rec(6), &s, &p, &GuardState::default(), 0);
+        assert_eq!(d.replicas, 4, "1200m free / 500m per pod = 2 more pods");
+        assert!(has(&d, Rule::NodeCapacity));
+    }
+
+    #[test]
+    fn small_resource_changes_are_not_applied() {
+        let p = Policy::default().resolve();
+        let d = guard(
+            &with_resources(2, 520, 256),
+            &snapshot(2),
+            &p,
+            &GuardState::default(),
+            0,
+        );
+        assert!(d.containers.is_empty());
+        assert!(has(&d, Rule::ResizeThreshold));
+    }
+
+    #[test]
+    fn large_resource_changes_are_applied_but_not_too_often() {
+        let p = Policy::default().resolve();
+        let d = guard(
+            &with_resources(2, 1000, 400),
+            &snapshot(2),
+            &p,
+            &GuardState::default(),
+            1000,
+        );
+        assert_eq!(d.containers.len(), 1);
+        assert_eq!(d.state.last_resize_at, Some(1000));
+        let d2 = guard(
+            &with_resources(2, 1500, 400),
+            &snapshot(2),
+            &p,
+            &d.state,
+            1100,
+        );
+        assert!(d2.containers.is_empty());
+        assert!(has(&d2, Rule::ResizeInterval));
+    }
+
+    #[test]
+    fn memory_below_peak_is_raised_and_limits_cover_requests() {
+        let p = Policy::default().resolve();
+        let mut r = with_resources(2, 500, 64);
+        r.containers[0].limits.cpu = Some(CpuMillis(100));
+        let d = guard(&r, &snapshot(2), &p, &GuardState::default(), 0);
+        let c = &d.containers[0];
+        assert_eq!(
+            c.requests.memory,
+            Some(Bytes(230 * MIB)),
+            "200Mi peak + 15%"
+        );
+        assert_eq!(c.limits.cpu, Some(CpuMillis(500)));
+        assert!(has(&d, Rule::MemoryBelowPeak) && has(&d, Rule::LimitBelowRequest));
+    }
+
+    #[test]
+    fn oom_kill_bumps_the_limit_even_inside_the_interval() {
+        let p = Policy::default().resolve();
+        let mut s = snapshot(2);
+        s.oom_kills = 1;
+        let state = GuardState {
+            last_resize_at: Some(0),
+            ..GuardState::default()
+        };
+        let d = guard(&with_resources(2, 500, 256), &s, &p, &state, 10);
+        assert_eq!(d.containers.len(), 1);
+        // The limit was 512Mi: max(512Mi × 1.2, 512Mi + 100Mi), rounded up to whole MiB.
+        assert_eq!(d.containers[0].limits.memory, Some(Bytes(615 * MIB)));
+        assert!(has(&d, Rule::OomBump));
+    }
+
+    #[test]
+    fn vertical_off_drops_resource_changes() {
+        let p = Policy {
+            vertical: Some(false),
+            ..Policy::default()
+        }
+        .resolve();
+        let d = guard(
+            &with_resources(2, 2000, 1024),
+            &snapshot(2),
+            &p,
+            &GuardState::default(),
+            0,
+        );
+        assert!(d.containers.is_empty());
+        assert!(has(&d, Rule::VerticalDisabled));
+    }
+
+    #[test]
+    fn unknown_containers_are_ignored() {
+        let p = Policy::default().resolve();
+        let mut r = with_resources(2, 2000, 1024);
+        r.containers[0].name = "sidecar-from-nowhere".into();
+        let d = guard(&r, &snapshot(2), &p, &GuardState::default(), 0);
+        assert!(d.containers.is_empty());
+        assert!(has(&d, Rule::UnknownContainer));
+    }
+
+    fn arb_resources() -> impl Strategy<Value = Resources> {
+        (
+            prop::option::of(0u64..10_000_000),
+            prop::option::of(0u64..1u64 << 45),
+        )
+            .prop_map(|(c, m)| Resources {
+                cpu: c.map(CpuMillis),
+                memory: m.map(Bytes),
+            })
+    }
+
+    proptest! {
+        /// Whatever is proposed, the decision is within policy: replicas in bounds, step-limited,
+        /// resources in bounds and limits ≥ requests.
+        #[test]
+        fn any_proposal_ends_within_policy(
+            proposed in any::<u32>(), current in 0u32..500, min in 1u32..10, span in 0u32..100,
+            requests in arb_resources(), limits in arb_resources(), oom in 0u32..2, missing in any::<bool>(),
+            now in 0i64..1_000_000, last_resize in prop::option::of(0i64..1_000_000),
+        ) {
+            let p = Policy { min_replicas: Some(min), max_replicas: Some(min + span), ..Policy::default() }.resolve();
+            let mut s = snapshot(current);
+            s.oom_kills = oom;
+            if missing { s.cpu_per_pod = None; }
+            let mut r = rec(proposed);
+            r.containers.push(ContainerRecommendation { name: "app".into(), requests, limits });
+            let state = GuardState { last_resize_at: last_resize, ..GuardState::default() };
+            let d = guard(&r, &s, &p, &state, now);
+            prop_assert!(d.replicas >= p.min_replicas && d.replicas <= p.max_replicas);
+            if current >= p.min_replicas && current <= p.max_replicas && d.replicas > current {
+                prop_assert!(d.replicas <= step_up_limit(current, &p.scale_up));
+            }
+            if missing && current <= p.max_replicas { prop_assert!(d.replicas >= current.max(p.min_replicas)); }
+            for c in &d.containers {
+                prop_assert!(c.limits.cpu >= c.requests.cpu || c.limits.cpu.is_none());
+                prop_assert!(c.limits.memory >= c.requests.memory || c.limits.memory.is_none());
+                for cpu in [c.requests.cpu, c.limits.cpu].into_iter().flatten() {
+                    prop_assert!(cpu >= p.min_cpu && cpu <= p.max_cpu);
+                }
+                for m in [c.requests.memory, c.limits.memory].into_iter().flatten() {
+                    prop_assert!(m >= p.min_memory && m <= p.max_memory);
+                }
+            }
+        }
     }
 }

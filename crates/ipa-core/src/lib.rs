@@ -17,8 +17,8 @@ pub mod stats;
 
 pub use guardrails::{Decision, GuardState, guard};
 pub use policy::{Policy, ResolvedPolicy, ScalingRules};
-pub use quantity::{Bytes, CpuMillis, QuantityError};
 pub use protocol::{RecommendRequest, SeedRecommendation, SeedRequest, SeedResponse};
+pub use quantity::{Bytes, CpuMillis, QuantityError};
 pub use recommendation::{ContainerRecommendation, GuardrailNote, Recommendation, Rule, Source};
 pub use recommender::recommend;
 pub use snapshot::{

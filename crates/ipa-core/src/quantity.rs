@@ -215,7 +215,7 @@ impl FromStr for Bytes {
 
 impl fmt::Display for CpuMillis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 % 1000 == 0 {
+        if self.0.is_multiple_of(1000) {
             write!(f, "{}", self.0 / 1000)
         } else {
             write!(f, "{}m", self.0)
@@ -228,7 +228,7 @@ impl fmt::Display for Bytes {
         const SUFFIXES: [(&str, u64); 4] = [("Ti", 1 << 40), ("Gi", GIB), ("Mi", MIB), ("Ki", KIB)];
         if self.0 != 0 {
             for (suffix, unit) in SUFFIXES {
-                if self.0 % unit == 0 {
+                if self.0.is_multiple_of(unit) {
                     return write!(f, "{}{}", self.0 / unit, suffix);
                 }
             }

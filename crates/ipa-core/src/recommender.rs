@@ -1,12 +1,452 @@
 //! The built-in recommender: replicas from a demand forecast and a per-pod capacity model; requests and limits
 //! from usage percentiles with a margin (VPA-like).
+//!
+//! It serves three roles: the provider when no LLM is configured, the fallback when the LLM or the agent fails,
+//! and the reference a person can compare LLM advice with.
+//!
+//! Horizontal and vertical scaling fed by the same CPU signal have no unique answer (4 pods of 1 core or 8 of
+//! 0.5 serve the same load), and naively combined they chase each other — HPA's and VPA's docs forbid using both
+//! on CPU. IPA resolves it with one rule: **replicas own CPU; the CPU request changes only where replicas
+//! cannot act** (the forecast needs more than `maxReplicas`, needs fewer than `minReplicas`, or no request is
+//! set). Memory is per pod and is always right-sized from its peak, VPA-style.
 
+use crate::forecast::{Forecast, forecast_peak};
 use crate::policy::ResolvedPolicy;
-use crate::recommendation::{Recommendation, Source};
-use crate::snapshot::MetricsSnapshot;
+use crate::quantity::{Bytes, CpuMillis, MIB};
+use crate::recommendation::{ContainerRecommendation, Recommendation, Source};
+use crate::snapshot::{ContainerSnapshot, MetricsSnapshot, Resources, SeriesStats};
+
+/// Fraction of a CPU limit above which a pod counts as throttled (its true demand is unknown, and higher).
+pub const SATURATION: f64 = 0.9;
+/// VPA's OOM bump: +20 %, at least +100 MiB.
+pub const OOM_BUMP_RATIO: f64 = 1.2;
+pub const OOM_BUMP_MIN: Bytes = Bytes(100 * MIB);
 
 /// Recommends replicas and per-container resources for one target.
 pub fn recommend(snapshot: &MetricsSnapshot, policy: &ResolvedPolicy) -> Recommendation {
-    let _ = policy;
-    Recommendation::new(snapshot.replicas, Source::Builtin)
+    let mut rec = Recommendation::new(snapshot.replicas, Source::Builtin);
+    let mut why = Vec::new();
+    let Some(cpu) = snapshot.cpu_per_pod.filter(|s| s.current.is_finite()) else {
+        why.push("CPU usage is missing: holding replicas".to_string());
+        rec.containers = vertical_memory_only(snapshot, policy, &mut why);
+        rec.rationale = why.join("; ");
+        return rec;
+    };
+
+    let pods = snapshot
+        .ready_replicas
+        .filter(|r| *r > 0)
+        .unwrap_or(snapshot.replicas)
+        .max(1);
+    let horizon = policy.startup_seconds + policy.interval_seconds;
+    let demand = forecast_demand_cores(snapshot, &cpu, pods, horizon);
+    why.push(describe_forecast(&demand, horizon));
+
+    let pod_request = snapshot.pod_cpu_request().filter(|r| r.0 > 0);
+    let Some(pod_request) = pod_request else {
+        // No CPU request: there is no capacity unit to scale by. Size one from usage and keep the replicas.
+        why.push("no CPU request set: sizing one from usage, replicas held".to_string());
+        rec.containers = vertical(snapshot, policy, None, &mut why);
+        rec.rationale = why.join("; ");
+        return rec;
+    };
+
+    let per_pod_capacity = pod_request.as_cores() * policy.target_utilization;
+    let wanted = (demand.value / per_pod_capacity).ceil();
+    let wanted = if wanted.is_finite() {
+        wanted.clamp(0.0, f64::from(u32::MAX)) as u32
+    } else {
+        snapshot.replicas
+    };
+    why.push(format!(
+        "{:.3} cores / ({} per pod × {:.0}% target) = {} replicas",
+        demand.value,
+        pod_request,
+        policy.target_utilization * 100.0,
+        wanted
+    ));
+
+    // Replicas own CPU; the request moves only where the replica bounds stop them.
+    let bounded = wanted.clamp(policy.min_replicas, policy.max_replicas);
+    let resize_pod_cpu = if wanted > policy.max_replicas || wanted < policy.min_replicas {
+        let needed = CpuMillis::from_cores_f64(
+            demand.value / (f64::from(bounded) * policy.target_utilization),
+        );
+        why.push(format!(
+            "{wanted} replicas is outside [{}, {}]: pod CPU request → {needed}",
+            policy.min_replicas, policy.max_replicas
+        ));
+        Some(needed)
+    } else {
+        None
+    };
+    rec.replicas = bounded;
+    rec.containers = vertical(
+        snapshot,
+        policy,
+        resize_pod_cpu.map(|n| (pod_request, n)),
+        &mut why,
+    );
+    rec.rationale = why.join("; ");
+    rec
+}
+
+/// Total CPU cores the target will need over the horizon: the CPU forecast, raised by what the request-rate
+/// forecast expects when that grows faster (request rate is the leading signal; CPU lags and saturates).
+fn forecast_demand_cores(
+    snapshot: &MetricsSnapshot,
+    cpu: &SeriesStats,
+    pods: u32,
+    horizon: u32,
+) -> Forecast {
+    let scale = f64::from(pods);
+    let total = SeriesStats {
+        current: cpu.current * scale,
+        mean: cpu.mean * scale,
+        p50: cpu.p50 * scale,
+        p90: cpu.p90 * scale,
+        p95: cpu.p95 * scale,
+        max: cpu.max * scale,
+        trend_per_min: cpu.trend_per_min * scale,
+        samples: cpu.samples,
+    };
+    let history = snapshot.history.as_ref();
+    let cpu_history = history
+        .filter(|h| !h.cpu_cores.is_empty())
+        .map(|h| (h.cpu_cores.as_slice(), h.step_seconds));
+    let mut forecast = forecast_peak(&total, cpu_history, horizon);
+    if let Some(rate) = snapshot
+        .request_rate
+        .filter(|r| r.current.is_finite() && r.current > 0.0)
+    {
+        let rate_history = history
+            .filter(|h| !h.request_rate.is_empty())
+            .map(|h| (h.request_rate.as_slice(), h.step_seconds));
+        let rate_forecast = forecast_peak(&rate, rate_history, horizon);
+        if rate_forecast.level > 0.0 {
+            let growth = rate_forecast.value / rate_forecast.level;
+            let by_rate = forecast.level * growth;
+            if by_rate > forecast.value {
+                forecast.value = by_rate;
+                forecast.trend = forecast.trend.max(by_rate - forecast.level);
+                forecast.daily_ratio = rate_forecast.daily_ratio.or(forecast.daily_ratio);
+            }
+        }
+    }
+    forecast
+}
+
+fn describe_forecast(f: &Forecast, horizon: u32) -> String {
+    let mut s = format!(
+        "CPU demand over the next {horizon}s: {:.3} cores (recent high {:.3}",
+        f.value, f.level
+    );
+    if f.trend > 0.0 {
+        s.push_str(&format!(", trend +{:.3}", f.trend));
+    }
+    if let Some(r) = f.daily_ratio {
+        s.push_str(&format!(", yesterday ×{r:.2}"));
+    }
+    s.push(')');
+    s
+}
+
+/// Per-container requests and limits. `pod_cpu` = (current pod CPU request, wanted pod CPU request) when the
+/// CPU request must change; `None` keeps CPU as it is unless it is unset.
+fn vertical(
+    snapshot: &MetricsSnapshot,
+    policy: &ResolvedPolicy,
+    pod_cpu: Option<(CpuMillis, CpuMillis)>,
+    why: &mut Vec<String>,
+) -> Vec<ContainerRecommendation> {
+    if !policy.vertical {
+        return Vec::new();
+    }
+    snapshot
+        .containers
+        .iter()
+        .filter(|c| policy.manages(&c.name))
+        .map(|c| {
+            let cpu_request = match (pod_cpu, c.requests.cpu) {
+                (Some((old, new)), Some(current)) if old.0 > 0 => CpuMillis(
+                    ((current.0 as u128 * new.0 as u128) / old.0 as u128).min(u64::MAX as u128)
+                        as u64,
+                ),
+                (_, Some(current)) => current,
+                (_, None) => cpu_from_usage(c, policy),
+            };
+            let cpu_request = cpu_request.clamp(policy.min_cpu, policy.max_cpu);
+            let memory_request = memory_from_usage(c, snapshot.oom_kills > 0, policy, why);
+            let cpu_limit = scale_limit(
+                c.limits.cpu.map(|v| v.0),
+                c.requests.cpu.map(|v| v.0),
+                cpu_request.0,
+                policy,
+            );
+            let memory_limit = memory_request.map(|m| {
+                Bytes(scale_limit(
+                    c.limits.memory.map(|v| v.0),
+                    c.requests.memory.map(|v| v.0),
+                    m.0,
+                    policy,
+                ))
+                .round_up_mib()
+            });
+            ContainerRecommendation {
+                name: c.name.clone(),
+                requests: Resources {
+                    cpu: Some(cpu_request),
+                    memory: memory_request.or(c.requests.memory),
+                },
+                limits: Resources {
+                    cpu: Some(CpuMillis(cpu_limit)),
+                    memory: memory_limit.or(c.limits.memory),
+                },
+            }
+        })
+        .collect()
+}
+
+/// Memory only (CPU untouched): used when CPU usage is missing, so an OOM still gets its bump.
+fn vertical_memory_only(
+    snapshot: &MetricsSnapshot,
+    policy: &ResolvedPolicy,
+    why: &mut Vec<String>,
+) -> Vec<ContainerRecommendation> {
+    if snapshot.oom_kills == 0 {
+        return Vec::new();
+    }
+    vertical(snapshot, policy, None, why)
+        .into_iter()
+        .zip(&snapshot.containers)
+        .map(|(mut rec, current)| {
+            rec.requests.cpu = current.requests.cpu;
+            rec.limits.cpu = current.limits.cpu;
+            rec
+        })
+        .collect()
+}
+
+/// CPU request from usage when none is set: p90 per-pod usage at the target utilization.
+fn cpu_from_usage(c: &ContainerSnapshot, policy: &ResolvedPolicy) -> CpuMillis {
+    let usage = c.cpu_cores.map_or(0.0, |s| s.p90.max(s.current));
+    CpuMillis::from_cores_f64(usage / policy.target_utilization)
+}
+
+/// VPA-like memory request: the window's peak + margin, bumped after an OOM kill (max(+20 %, +100 MiB) over
+/// what the container was allowed when it died).
+fn memory_from_usage(
+    c: &ContainerSnapshot,
+    oom: bool,
+    policy: &ResolvedPolicy,
+    why: &mut Vec<String>,
+) -> Option<Bytes> {
+    let peak = c
+        .memory_bytes
+        .map(|s| s.max.max(s.current))
+        .filter(|p| p.is_finite() && *p > 0.0);
+    let mut request = peak.map(|p| Bytes::from_f64(p * (1.0 + policy.request_margin)));
+    if oom {
+        let used = [
+            c.limits.memory,
+            c.requests.memory,
+            peak.map(Bytes::from_f64),
+        ]
+        .into_iter()
+        .flatten()
+        .max()?;
+        let bumped = oom_bump(used);
+        why.push(format!("{}: OOM kill seen, memory ≥ {bumped}", c.name));
+        request = Some(request.map_or(bumped, |r| r.max(bumped)));
+    }
+    request.map(|r| r.round_up_mib().clamp(policy.min_memory, policy.max_memory))
+}
+
+/// VPA's OOM bump-up of a memory amount.
+pub fn oom_bump(used: Bytes) -> Bytes {
+    Bytes::from_f64(used.as_f64() * OOM_BUMP_RATIO)
+        .max(Bytes(used.0.saturating_add(OOM_BUMP_MIN.0)))
+        .round_up_mib()
+}
+
+/// A limit for `request` that keeps the container's current limit/request ratio (VPA's `RequestsAndLimits`),
+/// or the policy's default ratio when either is unset. Never below the request.
+fn scale_limit(
+    limit: Option<u64>,
+    old_request: Option<u64>,
+    request: u64,
+    policy: &ResolvedPolicy,
+) -> u64 {
+    let ratio = match (limit, old_request) {
+        (Some(l), Some(r)) if r > 0 && l >= r => l as f64 / r as f64,
+        _ => policy.limit_ratio,
+    };
+    let limit = (request as f64 * ratio).ceil();
+    if limit.is_finite() {
+        (limit.min(u64::MAX as f64) as u64).max(request)
+    } else {
+        request
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Policy;
+    use crate::snapshot::{DemandHistory, TargetRef};
+    use proptest::prelude::*;
+
+    fn flat(v: f64) -> SeriesStats {
+        SeriesStats {
+            current: v,
+            mean: v,
+            p50: v,
+            p90: v,
+            p95: v,
+            max: v,
+            trend_per_min: 0.0,
+            samples: 20,
+        }
+    }
+
+    fn snapshot(replicas: u32, cpu_per_pod: f64, mem_per_pod: f64) -> MetricsSnapshot {
+        let mut s = MetricsSnapshot::new(
+            TargetRef {
+                namespace: "ipaapp".into(),
+                deployment: "testapp".into(),
+            },
+            0,
+            replicas,
+        );
+        s.cpu_per_pod = Some(flat(cpu_per_pod));
+        s.memory_per_pod = Some(flat(mem_per_pod));
+        s.containers.push(ContainerSnapshot {
+            name: "app".into(),
+            requests: Resources {
+                cpu: Some(CpuMillis(500)),
+                memory: Some(Bytes(128 * MIB)),
+            },
+            limits: Resources {
+                cpu: Some(CpuMillis(1000)),
+                memory: Some(Bytes(256 * MIB)),
+            },
+            cpu_cores: Some(flat(cpu_per_pod)),
+            memory_bytes: Some(flat(mem_per_pod)),
+        });
+        s
+    }
+
+    #[test]
+    fn scales_out_in_proportion_to_utilization() {
+        // 4 pods at 0.7 cores of a 0.5-core request (140 %) → 2.8 cores / 0.35 = 8 pods.
+        let rec = recommend(
+            &snapshot(4, 0.7, 100.0 * MIB as f64),
+            &Policy::default().resolve(),
+        );
+        assert_eq!(rec.replicas, 8);
+        assert_eq!(rec.source, Source::Builtin);
+        // Replicas own CPU: the CPU request is untouched.
+        assert_eq!(rec.containers[0].requests.cpu, Some(CpuMillis(500)));
+    }
+
+    #[test]
+    fn scales_in_when_idle_down_to_min() {
+        // 6 × 0.05 = 0.3 cores fit one pod at 70 % of 0.5 cores.
+        let rec = recommend(
+            &snapshot(6, 0.05, 80.0 * MIB as f64),
+            &Policy::default().resolve(),
+        );
+        assert_eq!(rec.replicas, 1);
+    }
+
+    #[test]
+    fn grows_pods_when_replicas_are_capped() {
+        let policy = Policy {
+            max_replicas: Some(4),
+            ..Policy::default()
+        }
+        .resolve();
+        let rec = recommend(&snapshot(4, 0.7, 100.0 * MIB as f64), &policy);
+        assert_eq!(rec.replicas, 4);
+        let cpu = rec.containers[0].requests.cpu.unwrap_or_default();
+        assert_eq!(
+            cpu,
+            CpuMillis(1000),
+            "2.8 cores / (4 × 0.7) = 1 core per pod"
+        );
+        assert_eq!(
+            rec.containers[0].limits.cpu,
+            Some(CpuMillis(2000)),
+            "limit keeps the 2:1 ratio"
+        );
+    }
+
+    #[test]
+    fn memory_follows_peak_with_margin_and_oom_bumps() {
+        let mut s = snapshot(2, 0.3, 200.0 * MIB as f64);
+        let rec = recommend(&s, &Policy::default().resolve());
+        assert_eq!(rec.containers[0].requests.memory, Some(Bytes(230 * MIB)));
+        assert!(rec.containers[0].limits.memory >= rec.containers[0].requests.memory);
+        s.oom_kills = 1;
+        let rec = recommend(&s, &Policy::default().resolve());
+        // Limit was 256Mi: bump = max(256 × 1.2, 256 + 100) = 356Mi.
+        assert_eq!(rec.containers[0].requests.memory, Some(Bytes(356 * MIB)));
+    }
+
+    #[test]
+    fn missing_cpu_holds_replicas() {
+        let mut s = snapshot(3, 0.3, 100.0);
+        s.cpu_per_pod = None;
+        let rec = recommend(&s, &Policy::default().resolve());
+        assert_eq!(rec.replicas, 3);
+        assert!(rec.rationale.contains("missing"));
+    }
+
+    #[test]
+    fn rising_request_rate_scales_ahead_of_cpu() {
+        let mut s = snapshot(4, 0.35, 100.0 * MIB as f64);
+        s.request_rate = Some(SeriesStats {
+            trend_per_min: 10.0,
+            ..flat(100.0)
+        });
+        let rec = recommend(&s, &Policy::default().resolve());
+        // 1.4 cores now; rate +15 % over the 90 s horizon → 1.61 cores / 0.35 → 5 pods.
+        assert_eq!(rec.replicas, 5);
+    }
+
+    #[test]
+    fn daily_profile_anticipates_the_morning_ramp() {
+        let mut s = snapshot(4, 0.35, 100.0 * MIB as f64);
+        let mut cpu = vec![Some(1.4); 289];
+        let then = cpu.len() - 1 - 288;
+        cpu[then + 1] = Some(2.8);
+        s.history = Some(DemandHistory {
+            step_seconds: 300,
+            cpu_cores: cpu,
+            request_rate: Vec::new(),
+        });
+        let rec = recommend(&s, &Policy::default().resolve());
+        assert_eq!(rec.replicas, 8);
+        assert!(rec.rationale.contains("yesterday"));
+    }
+
+    proptest! {
+        #[test]
+        fn always_within_policy(
+            replicas in 0u32..200, cpu in 0.0f64..64.0, mem in 0.0f64..1e11, oom in 0u32..3,
+            min in 1u32..5, span in 0u32..50,
+        ) {
+            let policy = Policy { min_replicas: Some(min), max_replicas: Some(min + span), ..Policy::default() }.resolve();
+            let mut s = snapshot(replicas, cpu, mem);
+            s.oom_kills = oom;
+            let rec = recommend(&s, &policy);
+            prop_assert!(rec.replicas >= policy.min_replicas && rec.replicas <= policy.max_replicas || rec.replicas == replicas);
+            for c in &rec.containers {
+                prop_assert!(c.limits.cpu >= c.requests.cpu);
+                prop_assert!(c.limits.memory >= c.requests.memory);
+                if let Some(cpu) = c.requests.cpu { prop_assert!(cpu >= policy.min_cpu && cpu <= policy.max_cpu); }
+                if let Some(m) = c.requests.memory { prop_assert!(m >= policy.min_memory && m <= policy.max_memory); }
+            }
+        }
+    }
 }

@@ -22,7 +22,7 @@ pub fn percentile_sorted(sorted: &[f64], q: f64) -> Option<f64> {
 /// Least-squares slope of `values` sampled every `step_seconds`, in units per minute.
 pub fn slope_per_minute(values: &[f64], step_seconds: f64) -> f64 {
     let n = values.len();
-    if n < 2 || !(step_seconds > 0.0) {
+    if n < 2 || step_seconds.is_nan() || step_seconds <= 0.0 {
         return 0.0;
     }
     let mean_x = (n - 1) as f64 / 2.0;
