@@ -16,8 +16,11 @@ scripts/check.sh
 step "unit and property tests"
 cargo test --workspace --locked
 
-step "build ipa (release)"
-cargo build --release --locked -p ipa
+step "build the ipa binary"
+# Debug build: it shares its dependencies with the test build above, and the tests drive it as a subprocess.
+cargo build --locked -p ipa
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+export IPA_BIN="$target_dir/debug/ipa"
 
 step "test bed and llama-server"
 cleanup() { make -s llm-down >/dev/null 2>&1 || true; make -s testbed-down >/dev/null 2>&1 || true; }
