@@ -1,20 +1,554 @@
 //! `ipa simulate` and `ipa bench`.
 
+use std::path::{Path, PathBuf};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::policy::{PolicyKind, SimSettings};
+use crate::report::{self, ReportError};
+use crate::run::{RunResult, run};
+use crate::score::Score;
+use crate::trace::{self, Mapping, Pattern, Provenance, TraceError, TraceOptions, Workload};
+
+/// Output format of the score tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+/// `--policy`: one policy or all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PolicyChoice {
+    All,
+    Ipa,
+    Hpa,
+    Vpa,
+    Static,
+    Oracle,
+}
+
+impl PolicyChoice {
+    fn kinds(self) -> Vec<PolicyKind> {
+        match self {
+            PolicyChoice::All => PolicyKind::ALL.to_vec(),
+            PolicyChoice::Ipa => vec![PolicyKind::Ipa],
+            PolicyChoice::Hpa => vec![PolicyKind::Hpa],
+            PolicyChoice::Vpa => vec![PolicyKind::Vpa],
+            PolicyChoice::Static => vec![PolicyKind::Static],
+            PolicyChoice::Oracle => vec![PolicyKind::Oracle],
+        }
+    }
+}
+
+/// How traces are turned into demand (shared by both commands).
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkloadArgs {
+    /// How trace values map to requests/s: rate (p99 → 8 reference pods), cpu (100 % → 8 reference pods),
+    /// or auto (by file name).
+    #[arg(long, value_enum, default_value_t = Mapping::Auto)]
+    pub mapping: Mapping,
+    /// Time compression: 4 plays a 5-minute trace step in 75 s.
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+    /// Simulate only the first this-many hours (after compression).
+    #[arg(long)]
+    pub limit_hours: Option<f64>,
+}
+
+impl WorkloadArgs {
+    fn options(&self) -> TraceOptions {
+        TraceOptions {
+            mapping: self.mapping,
+            speed: self.speed,
+            limit_hours: self.limit_hours,
+        }
+    }
+}
+
 /// Arguments of `ipa simulate`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct SimulateArgs {}
+pub struct SimulateArgs {
+    /// A `timestamp,value` CSV trace. Without it (and without --pattern) a synthetic daily sine is used.
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+    /// A synthetic pattern instead of a trace.
+    #[arg(long, value_enum, conflicts_with = "trace")]
+    pub pattern: Option<Pattern>,
+    /// Length of a synthetic pattern, in hours.
+    #[arg(long, default_value_t = 24.0)]
+    pub hours: f64,
+    /// Which policy to run.
+    #[arg(long, value_enum, default_value_t = PolicyChoice::All)]
+    pub policy: PolicyChoice,
+    /// Directory for the HTML report (index.html with SVG charts).
+    #[arg(long, default_value = "ipa-report")]
+    pub report: PathBuf,
+    /// Format of the score table printed on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+}
 
 /// Arguments of `ipa bench`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct BenchArgs {}
+pub struct BenchArgs {
+    /// Trace files; default: every CSV in ../shared/traces/nab/ next to the repository (or $IPA_TRACES_DIR).
+    #[arg(long, num_args = 1..)]
+    pub trace: Vec<PathBuf>,
+    /// Directory of traces used when no --trace is given.
+    #[arg(long, env = "IPA_TRACES_DIR")]
+    pub traces_dir: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+}
 
 #[derive(Debug, thiserror::Error)]
-pub enum CliError {}
+pub enum CliError {
+    #[error(transparent)]
+    Trace(#[from] TraceError),
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    #[error("cannot serialize output: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("no traces: {0}")]
+    NoTraces(String),
+    #[error("cannot read trace directory {path}: {source}")]
+    Dir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+}
 
-pub fn simulate(_args: &SimulateArgs) -> Result<(), CliError> {
+fn check_workload_args(args: &WorkloadArgs) -> Result<(), CliError> {
+    if !(args.speed.is_finite() && args.speed > 0.0) {
+        return Err(CliError::Invalid(format!(
+            "--speed must be > 0, got {}",
+            args.speed
+        )));
+    }
+    if let Some(h) = args.limit_hours
+        && !(h.is_finite() && h > 0.0)
+    {
+        return Err(CliError::Invalid(format!(
+            "--limit-hours must be > 0, got {h}"
+        )));
+    }
     Ok(())
 }
 
-pub fn bench(_args: &BenchArgs) -> Result<(), CliError> {
+fn progress_bar(total: u64, message: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    let style = ProgressStyle::with_template(
+        "{msg} [{elapsed_precise}] {wide_bar} {pos}/{len} steps ({eta})",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_message(message.to_string());
+    bar
+}
+
+/// `ipa simulate`.
+pub fn simulate(args: &SimulateArgs) -> Result<(), CliError> {
+    check_workload_args(&args.workload)?;
+    let settings = SimSettings::default();
+    let model = settings.cluster.model;
+    let workload = match (&args.trace, args.pattern) {
+        (Some(path), _) => trace::load_trace(path, &model, &args.workload.options())?,
+        (None, pattern) => {
+            let mut w = trace::synthetic(pattern.unwrap_or(Pattern::Sine), args.hours, &model);
+            if let Some(limit) = args.workload.limit_hours {
+                let steps = ((limit * 3600.0 / w.step_seconds).ceil() as usize).max(1);
+                w.demand_rps.truncate(steps);
+            }
+            w
+        }
+    };
+    let kinds = args.policy.kinds();
+    let _span = tracing::info_span!("simulate", workload = %workload.name, policies = kinds.len())
+        .entered();
+    let steps = workload.demand_rps.len() as u64;
+    let bar = progress_bar(steps * kinds.len() as u64, &workload.name);
+    let results: Vec<RunResult> = kinds
+        .par_iter()
+        .map(|&kind| run(&workload, &settings, kind, true, &mut |n| bar.inc(n)))
+        .collect();
+    bar.finish_and_clear();
+    let html = report::render(&workload, &settings, &results)?;
+    let path = report::write(&args.report, &html)?;
+    let scores: Vec<Score> = results.iter().map(|r| r.score.clone()).collect();
+    let provenance = vec![(workload.name.clone(), workload.provenance.clone())];
+    print_scores(args.format, &settings, &provenance, &scores)?;
+    eprintln!("report: {}", path.display());
     Ok(())
+}
+
+/// `ipa bench`.
+pub fn bench(args: &BenchArgs) -> Result<(), CliError> {
+    check_workload_args(&args.workload)?;
+    let paths = if args.trace.is_empty() {
+        let dir = match &args.traces_dir {
+            Some(dir) => dir.clone(),
+            None => default_traces_dir().ok_or_else(|| {
+                CliError::NoTraces(
+                    "no --trace given, $IPA_TRACES_DIR unset, and no ../shared/traces/nab/ next to the repository"
+                        .to_string(),
+                )
+            })?,
+        };
+        csv_files(&dir)?
+    } else {
+        args.trace.clone()
+    };
+    if paths.is_empty() {
+        return Err(CliError::NoTraces("the trace list is empty".to_string()));
+    }
+    let settings = SimSettings::default();
+    let model = settings.cluster.model;
+    let options = args.workload.options();
+    let workloads: Vec<Workload> = paths
+        .par_iter()
+        .map(|p| trace::load_trace(p, &model, &options))
+        .collect::<Result<_, _>>()?;
+    let jobs: Vec<(usize, PolicyKind)> = (0..workloads.len())
+        .flat_map(|w| PolicyKind::ALL.into_iter().map(move |k| (w, k)))
+        .collect();
+    let total: u64 = jobs
+        .iter()
+        .map(|&(w, _)| workloads[w].demand_rps.len() as u64)
+        .sum();
+    let _span = tracing::info_span!("bench", traces = workloads.len(), jobs = jobs.len()).entered();
+    let bar = progress_bar(total, "bench");
+    let scores: Vec<Score> = jobs
+        .par_iter()
+        .map(|&(w, kind)| run(&workloads[w], &settings, kind, false, &mut |n| bar.inc(n)).score)
+        .collect();
+    bar.finish_and_clear();
+    let provenance: Vec<(String, Provenance)> = workloads
+        .iter()
+        .map(|w| (w.name.clone(), w.provenance.clone()))
+        .collect();
+    print_scores(args.format, &settings, &provenance, &scores)
+}
+
+/// Every `*.csv` in `dir`, sorted by name.
+fn csv_files(dir: &Path) -> Result<Vec<PathBuf>, CliError> {
+    let io = |source| CliError::Dir {
+        path: dir.display().to_string(),
+        source,
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+        {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// `../shared/traces/nab` beside the repository root (the nearest ancestor of the current directory with a
+/// `Cargo.lock`).
+pub fn default_traces_dir() -> Option<PathBuf> {
+    let cwd = std::env::current_dir().ok()?;
+    let root = cwd
+        .ancestors()
+        .find(|dir| dir.join("Cargo.lock").is_file())?;
+    let dir = root.parent()?.join("shared").join("traces").join("nab");
+    dir.is_dir().then_some(dir)
+}
+
+/// The per-trace comparison the targets are stated in.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Ratios {
+    pub trace: String,
+    /// ipa cpu_core_hours / oracle cpu_core_hours (target ≤ 1.15).
+    pub ipa_over_oracle_cost: Option<f64>,
+    /// ipa slo_violation_minutes / hpa slo_violation_minutes (target ≤ 0.5; None when hpa has none).
+    pub ipa_over_hpa_slo: Option<f64>,
+    pub ipa_restarts: Option<u64>,
+    pub vpa_restarts: Option<u64>,
+    pub cost_target_met: Option<bool>,
+    pub slo_target_met: Option<bool>,
+    pub restarts_target_met: Option<bool>,
+}
+
+/// Computes the ratios for every trace that has the rows they need.
+pub fn ratios(scores: &[Score]) -> Vec<Ratios> {
+    let mut traces: Vec<&str> = Vec::new();
+    for s in scores {
+        if !traces.contains(&s.trace.as_str()) {
+            traces.push(&s.trace);
+        }
+    }
+    traces
+        .into_iter()
+        .map(|trace| {
+            let find = |p: &str| scores.iter().find(|s| s.trace == trace && s.policy == p);
+            let (ipa, hpa, vpa, oracle) = (find("ipa"), find("hpa"), find("vpa"), find("oracle"));
+            let cost = ipa
+                .zip(oracle)
+                .filter(|(_, o)| o.cpu_core_hours > 0.0)
+                .map(|(i, o)| i.cpu_core_hours / o.cpu_core_hours);
+            let slo = ipa
+                .zip(hpa)
+                .filter(|(_, h)| h.slo_violation_minutes > 0)
+                .map(|(i, h)| i.slo_violation_minutes as f64 / h.slo_violation_minutes as f64);
+            Ratios {
+                trace: trace.to_string(),
+                ipa_over_oracle_cost: cost,
+                ipa_over_hpa_slo: slo,
+                ipa_restarts: ipa.map(|s| s.restarts),
+                vpa_restarts: vpa.map(|s| s.restarts),
+                cost_target_met: cost.map(|c| c <= 1.15),
+                slo_target_met: ipa.zip(hpa).map(|(i, h)| {
+                    i.slo_violation_minutes as f64 <= 0.5 * h.slo_violation_minutes as f64
+                }),
+                restarts_target_met: ipa.zip(vpa).map(|(i, v)| i.restarts < v.restarts),
+            }
+        })
+        .collect()
+}
+
+#[derive(Serialize)]
+struct JsonOutput<'a> {
+    settings: &'a SimSettings,
+    slo_utilization: f64,
+    workloads: Vec<JsonWorkload<'a>>,
+    rows: &'a [Score],
+    ratios: Vec<Ratios>,
+}
+
+#[derive(Serialize)]
+struct JsonWorkload<'a> {
+    trace: &'a str,
+    #[serde(flatten)]
+    provenance: &'a Provenance,
+}
+
+fn print_scores(
+    format: Format,
+    settings: &SimSettings,
+    workloads: &[(String, Provenance)],
+    scores: &[Score],
+) -> Result<(), CliError> {
+    let ratios = ratios(scores);
+    match format {
+        Format::Json => {
+            let out = JsonOutput {
+                settings,
+                slo_utilization: crate::score::SLO_UTILIZATION,
+                workloads: workloads
+                    .iter()
+                    .map(|(trace, provenance)| JsonWorkload { trace, provenance })
+                    .collect(),
+                rows: scores,
+                ratios,
+            };
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        Format::Table => print!("{}", render_table(workloads, scores, &ratios)),
+    }
+    Ok(())
+}
+
+fn fmt_ratio(v: Option<f64>) -> String {
+    v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.2}"))
+}
+
+fn fmt_met(v: Option<bool>) -> &'static str {
+    match v {
+        Some(true) => "yes",
+        Some(false) => "NO",
+        None => "n/a",
+    }
+}
+
+/// The plain-text tables `ipa bench` prints.
+pub fn render_table(
+    workloads: &[(String, Provenance)],
+    scores: &[Score],
+    ratios: &[Ratios],
+) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "workloads (demand = value x scale req/s; 15 s steps):");
+    for (name, p) in workloads {
+        let _ = writeln!(
+            out,
+            "  {name:<40} {:<18} scale {:>12.6}  ref value {:>12.3} -> {:.1} req/s  speed {}  gaps {} ({:.0} s)  skipped {}  dup {}",
+            p.kind,
+            p.scale,
+            p.reference_value,
+            p.reference_peak_rps,
+            p.speed,
+            p.gaps,
+            p.gap_seconds,
+            p.skipped_rows,
+            p.duplicate_timestamps
+        );
+    }
+    let _ = writeln!(out);
+    let headers = ["trace"]
+        .iter()
+        .chain(report::SCORE_HEADERS.iter())
+        .copied()
+        .collect::<Vec<_>>();
+    let rows: Vec<Vec<String>> = scores
+        .iter()
+        .map(|s| {
+            let mut row = vec![s.trace.clone()];
+            row.extend(report::score_cells(s));
+            row
+        })
+        .collect();
+    let widths: Vec<usize> = (0..headers.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain(std::iter::once(headers[i].len()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &[&str]| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i < 2 {
+                    format!("{c:<w$}", w = widths[i])
+                } else {
+                    format!("{c:>w$}", w = widths[i])
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    let _ = writeln!(out, "{}", line(&headers));
+    for r in &rows {
+        let cells: Vec<&str> = r.iter().map(String::as_str).collect();
+        let _ = writeln!(out, "{}", line(&cells));
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "targets: ipa cpu_core_hours <= 1.15 x oracle; ipa slo_violation_minutes <= 0.5 x hpa; ipa restarts < vpa"
+    );
+    let tw = ratios
+        .iter()
+        .map(|r| r.trace.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let _ = writeln!(
+        out,
+        "{:<tw$}  {:>10}  {:>4}  {:>9}  {:>4}  {:>12}  {:>12}  {:>4}",
+        "trace", "ipa/oracle", "met", "ipa/hpa", "met", "ipa restarts", "vpa restarts", "met"
+    );
+    for r in ratios {
+        let _ = writeln!(
+            out,
+            "{:<tw$}  {:>10}  {:>4}  {:>9}  {:>4}  {:>12}  {:>12}  {:>4}",
+            r.trace,
+            fmt_ratio(r.ipa_over_oracle_cost),
+            fmt_met(r.cost_target_met),
+            fmt_ratio(r.ipa_over_hpa_slo),
+            fmt_met(r.slo_target_met),
+            r.ipa_restarts
+                .map_or_else(|| "n/a".to_string(), |v| v.to_string()),
+            r.vpa_restarts
+                .map_or_else(|| "n/a".to_string(), |v| v.to_string()),
+            fmt_met(r.restarts_target_met),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn score(trace: &str, policy: &str, cpu: f64, slo: u64, restarts: u64) -> Score {
+        Score {
+            trace: trace.to_string(),
+            policy: policy.to_string(),
+            minutes: 60.0,
+            cpu_core_hours: cpu,
+            memory_gib_hours: 0.0,
+            slo_violation_minutes: slo,
+            dropped_requests: 0.0,
+            oom_kills: 0,
+            restarts,
+            scale_actions: 0,
+            slack: 0.0,
+            theta_u: 0.0,
+            theta_o: 0.0,
+            tau_u: 0.0,
+            tau_o: 0.0,
+            jitter: 0.0,
+        }
+    }
+
+    #[test]
+    fn ratios_and_targets() {
+        let scores = [
+            score("a", "ipa", 11.0, 2, 1),
+            score("a", "hpa", 20.0, 10, 0),
+            score("a", "vpa", 15.0, 0, 4),
+            score("a", "oracle", 10.0, 0, 0),
+        ];
+        let r = ratios(&scores);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].ipa_over_oracle_cost, Some(1.1));
+        assert_eq!(r[0].ipa_over_hpa_slo, Some(0.2));
+        assert_eq!(r[0].cost_target_met, Some(true));
+        assert_eq!(r[0].slo_target_met, Some(true));
+        assert_eq!(r[0].restarts_target_met, Some(true));
+    }
+
+    #[test]
+    fn json_rows_have_exactly_the_bench_field_names() -> Result<(), serde_json::Error> {
+        let v = serde_json::to_value(score("a", "ipa", 1.0, 0, 0))?;
+        let keys: Vec<&str> = v
+            .as_object()
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        let expected = [
+            "trace",
+            "policy",
+            "minutes",
+            "cpu_core_hours",
+            "memory_gib_hours",
+            "slo_violation_minutes",
+            "dropped_requests",
+            "oom_kills",
+            "restarts",
+            "scale_actions",
+            "slack",
+            "theta_u",
+            "theta_o",
+            "tau_u",
+            "tau_o",
+            "jitter",
+        ];
+        let mut sorted_keys = keys.clone();
+        sorted_keys.sort_unstable();
+        let mut sorted_expected = expected.to_vec();
+        sorted_expected.sort_unstable();
+        assert_eq!(sorted_keys, sorted_expected);
+        Ok(())
+    }
 }

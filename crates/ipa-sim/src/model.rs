@@ -66,7 +66,11 @@ pub struct PodLoad {
 
 /// Splits `total_rps` evenly over serving pods with the given CPU and memory limits (None = unlimited),
 /// as a round-robin Service would, and computes each pod's usage.
-pub fn split_load(model: &AppModel, total_rps: f64, pods: &[(Option<f64>, Option<f64>)]) -> Vec<PodLoad> {
+pub fn split_load(
+    model: &AppModel,
+    total_rps: f64,
+    pods: &[(Option<f64>, Option<f64>)],
+) -> Vec<PodLoad> {
     if pods.is_empty() {
         return Vec::new();
     }
@@ -80,7 +84,13 @@ pub fn split_load(model: &AppModel, total_rps: f64, pods: &[(Option<f64>, Option
             let cpu_cores = model.cpu_demand_cores(served_rps);
             let memory_bytes = model.memory_bytes(per_pod);
             let oom_killed = memory_limit.is_some_and(|limit| memory_bytes > limit);
-            PodLoad { offered_rps: per_pod, served_rps, cpu_cores, memory_bytes, oom_killed }
+            PodLoad {
+                offered_rps: per_pod,
+                served_rps,
+                cpu_cores,
+                memory_bytes,
+                oom_killed,
+            }
         })
         .collect()
 }

@@ -1,0 +1,118 @@
+//! Perfect foresight: at every step, the least replicas and right-sized requests that keep CPU at the target
+//! utilization of the request for the highest demand until a pod started now would be ready. Pods are at
+//! most one reference pod (1 core of request) unless `max_replicas` forces bigger ones. Resizes are applied
+//! in place (no restart); the only delay the oracle pays is pod start-up. Memory request = the working set at
+//! that demand; limits keep the initial template's limit/request ratios.
+
+use ipa_core::{Bytes, CpuMillis};
+
+use crate::cluster::{Action, PodTemplate};
+use crate::model::AppModel;
+use crate::policy::{Autoscaler, Observation, SimSettings};
+use crate::trace::{REFERENCE_POD_CORES, Workload};
+
+/// The smallest requests the oracle sets (the built-in policy's defaults: 10m CPU, 16 MiB memory).
+const MIN_CPU_CORES: f64 = 0.010;
+const MIN_MEMORY_BYTES: f64 = 16.0 * 1024.0 * 1024.0;
+
+#[derive(Debug, Clone)]
+pub struct Oracle {
+    /// For each step, the highest demand over the steps a decision taken then has to cover.
+    lookahead_peak: Vec<f64>,
+    model: AppModel,
+    target: f64,
+    min_replicas: u32,
+    max_replicas: u32,
+    cpu_limit_ratio: Option<f64>,
+    memory_limit_ratio: Option<f64>,
+}
+
+impl Oracle {
+    pub fn new(settings: &SimSettings, workload: &Workload) -> Self {
+        let model = settings.cluster.model;
+        let step = workload.step_seconds.max(1.0);
+        // A pod created after step k serves from step k + ceil(startup / step); replicas chosen at step k must
+        // also cover every step before that (later decisions cover later steps).
+        let horizon = ((model.startup_seconds / step).ceil() as usize).max(1);
+        let demand = &workload.demand_rps;
+        let lookahead_peak = (0..demand.len())
+            .map(|k| {
+                let end = (k + horizon).min(demand.len().saturating_sub(1));
+                demand[(k + 1).min(end)..=end]
+                    .iter()
+                    .copied()
+                    .fold(0.0, f64::max)
+            })
+            .collect();
+        let t = settings.initial_template;
+        let ratio =
+            |limit: Option<f64>, request: f64| limit.filter(|_| request > 0.0).map(|l| l / request);
+        Self {
+            lookahead_peak,
+            model,
+            target: settings.target_utilization,
+            min_replicas: settings.cluster.min_replicas,
+            max_replicas: settings.cluster.max_replicas,
+            cpu_limit_ratio: ratio(
+                t.cpu_limit.map(CpuMillis::as_cores),
+                t.cpu_request.as_cores(),
+            ),
+            memory_limit_ratio: ratio(t.memory_limit.map(Bytes::as_f64), t.memory_request.as_f64()),
+        }
+    }
+
+    /// Replicas and template for `demand_rps`. Pods are sized for the demand split over the replicas, or over
+    /// `serving_pods` when fewer are ready (while new pods start, the ready ones carry the load).
+    pub fn plan(&self, demand_rps: f64, serving_pods: Option<u32>) -> (u32, PodTemplate) {
+        let per_pod_at_target = self.model.capacity_rps(REFERENCE_POD_CORES * self.target);
+        let wanted = if per_pod_at_target > 0.0 {
+            (demand_rps / per_pod_at_target).ceil()
+        } else {
+            1.0
+        };
+        let replicas = (wanted.max(0.0) as u32)
+            .clamp(self.min_replicas, self.max_replicas.max(self.min_replicas));
+        let sharing = serving_pods.map_or(replicas, |ready| ready.clamp(1, replicas.max(1)));
+        let per_pod_rps = demand_rps / f64::from(sharing.max(1));
+        let cpu = (self.model.cpu_demand_cores(per_pod_rps) / self.target).max(MIN_CPU_CORES);
+        let memory = self.model.memory_bytes(per_pod_rps).max(MIN_MEMORY_BYTES);
+        let template = PodTemplate {
+            cpu_request: CpuMillis::from_cores_f64(cpu),
+            cpu_limit: self
+                .cpu_limit_ratio
+                .map(|r| CpuMillis::from_cores_f64(cpu * r)),
+            memory_request: Bytes::from_f64(memory).round_up_mib(),
+            memory_limit: self
+                .memory_limit_ratio
+                .map(|r| Bytes::from_f64(memory * r).round_up_mib()),
+        };
+        (replicas, template)
+    }
+
+    /// The plan for the first step, used as the oracle's starting state.
+    pub fn initial(&self, first_demand_rps: f64) -> (u32, PodTemplate) {
+        let peak = self
+            .lookahead_peak
+            .first()
+            .copied()
+            .unwrap_or(0.0)
+            .max(first_demand_rps);
+        self.plan(peak, None)
+    }
+}
+
+impl Autoscaler for Oracle {
+    fn name(&self) -> &str {
+        "oracle"
+    }
+
+    fn decide(&mut self, obs: &Observation<'_>) -> Action {
+        let peak = self.lookahead_peak.get(obs.step).copied().unwrap_or(0.0);
+        let (replicas, template) = self.plan(peak, Some(obs.outcome.ready_pods));
+        Action {
+            replicas: (replicas != obs.replicas).then_some(replicas),
+            template: (template != obs.template).then_some(template),
+            in_place: true,
+        }
+    }
+}
