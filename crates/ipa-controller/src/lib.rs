@@ -1,12 +1,274 @@
-//! IPA controller.
+//! IPA controller: the Kubernetes operator behind `ipa controller`.
+//!
+//! Per IPA and `interval`: read the target Deployments (one list per kind per namespace), query Prometheus once
+//! per metric for all targets, build a `MetricsSnapshot` per target, ask the agent (or the built-in recommender),
+//! run the guardrails with the state kept in status, apply only what changed (scale subresource; a
+//! strategic-merge patch keyed on container name), and report status, conditions and Events.
+
+pub mod agent;
+pub mod apply;
+pub mod collect;
+pub mod conditions;
+pub mod crd;
+mod error;
+pub mod manifests;
+pub mod metrics;
+pub mod prometheus;
+pub mod promql;
+pub mod reconcile;
+pub mod safety;
+pub mod server;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::ListParams;
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+pub use crd::{IPA, IpaSpec, IpaStatus};
+pub use error::Error;
+
+fn duration(text: &str) -> Result<Duration, String> {
+    text.parse::<kube::core::Duration>()
+        .map(Duration::from)
+        .map_err(|e| e.to_string())
+}
 
 /// Arguments of `ipa controller`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ControllerArgs {}
+pub struct ControllerArgs {
+    /// Serve /metrics, /healthz and /readyz on this address (e.g. 0.0.0.0:8080). Off when absent.
+    #[arg(long, env = "IPA_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Only watch IPAs in this namespace (default: all namespaces).
+    #[arg(long, env = "IPA_WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Run only while holding a Lease, so several replicas can run for availability.
+    #[arg(long, env = "IPA_LEADER_ELECTION")]
+    pub leader_election: bool,
+    #[arg(long, default_value = "ipa-controller")]
+    pub lease_name: String,
+    /// Namespace of the Lease (the controller's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "ipa-system")]
+    pub lease_namespace: String,
+    /// Identity in the Lease and in Events (the pod name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Timeout of one agent request (Go duration).
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub agent_timeout: Duration,
+    /// Agent requests in flight per IPA.
+    #[arg(long, default_value_t = 8)]
+    pub agent_concurrency: usize,
+    /// Timeout of one Prometheus query.
+    #[arg(long, default_value = "15s", value_parser = duration)]
+    pub prometheus_timeout: Duration,
+    /// `rate()` range for counters; at least two scrape intervals.
+    #[arg(long, default_value = "2m", value_parser = duration)]
+    pub rate_window: Duration,
+    /// Window the snapshot statistics cover.
+    #[arg(long, default_value = "5m", value_parser = duration)]
+    pub window: Duration,
+    /// Demand history sent for forecasting.
+    #[arg(long, default_value = "30m", value_parser = duration)]
+    pub history: Duration,
+    /// Pod and Deployment Events younger than this are reported.
+    #[arg(long, default_value = "15m", value_parser = duration)]
+    pub events_window: Duration,
+    /// IPAs reconciled in parallel.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: u16,
+}
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {}
+/// Waits for SIGINT or SIGTERM.
+async fn termination() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
 
-pub async fn run(_args: ControllerArgs) -> Result<(), Error> {
+async fn wait_true(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+/// Runs the controller until SIGINT/SIGTERM (or, with leader election, until the lease is lost).
+pub async fn run(args: ControllerArgs) -> Result<(), Error> {
+    // kube and reqwest share one rustls; pick its crypto provider once for the process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = Client::try_default().await.map_err(Error::KubeConfig)?;
+    let metrics = Arc::new(metrics::Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shutdown_tx = Arc::new(shutdown_tx);
+    {
+        let tx = shutdown_tx.clone();
+        tokio::spawn(async move {
+            termination().await;
+            info!("shutting down");
+            let _ = tx.send(true);
+        });
+    }
+
+    let mut server_task = None;
+    if let Some(addr) = args.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Serve {
+                addr: addr.to_string(),
+                source,
+            })?;
+        let local = listener.local_addr().map_err(|source| Error::Serve {
+            addr: addr.to_string(),
+            source,
+        })?;
+        info!(addr = %local, "serving /metrics, /healthz, /readyz");
+        let app = server::router(server::ServerState {
+            metrics: metrics.clone(),
+            ready: ready.clone(),
+        });
+        let stop = wait_true(shutdown_rx.clone());
+        server_task = Some(tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+            {
+                warn!(error = %e, "metrics server stopped");
+            }
+        }));
+    }
+
+    let ipas: Api<IPA> = match &args.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    ipas.list(&ListParams::default().limit(1))
+        .await
+        .map_err(Error::kube(
+            "listing IPAs (is the CRD installed? `ipa crd | kubectl apply -f -`)",
+        ))?;
+    ready.store(true, Ordering::Relaxed);
+
+    let identity = args
+        .identity
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("ipa-controller-{}", std::process::id()));
+    let lost_leadership = Arc::new(AtomicBool::new(false));
+    let mut lease_task = None;
+    if args.leader_election {
+        let manager =
+            kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+                .with_namespace(&args.lease_namespace)
+                .with_identity(&identity)
+                .with_duration(15)
+                .with_grace(5)
+                .build()
+                .await
+                .map_err(Error::Lease)?;
+        let (mut leader, task) = manager.watch().await;
+        lease_task = Some(task);
+        info!(lease = %args.lease_name, identity = %identity, "waiting for leadership");
+        let mut stop = shutdown_rx.clone();
+        tokio::select! {
+            r = leader.wait_for(|v| *v) => {
+                if r.is_err() {
+                    return Err(Error::LostLeadership);
+                }
+            }
+            _ = stop.wait_for(|v| *v) => return Ok(()),
+        }
+        info!("leading");
+        let tx = shutdown_tx.clone();
+        let lost = lost_leadership.clone();
+        let mut stop = shutdown_rx.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = leader.wait_for(|v| !*v) => {
+                    lost.store(true, Ordering::Relaxed);
+                    warn!("lost leadership");
+                    let _ = tx.send(true);
+                }
+                _ = stop.wait_for(|v| *v) => {}
+            }
+            // `leader` is dropped here: the lease task then releases the Lease.
+        });
+    }
+
+    let http = reqwest::Client::builder()
+        .user_agent(concat!("ipa-controller/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .map_err(Error::Http)?;
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: reconcile::MANAGER.into(),
+            instance: Some(identity),
+        },
+    );
+    let ctx = Arc::new(reconcile::Context {
+        client: client.clone(),
+        recorder,
+        http: http.clone(),
+        agent: agent::AgentClient::new(http, args.agent_timeout, metrics.clone()),
+        metrics,
+        settings: reconcile::Settings {
+            stats_window: args.window.as_secs().max(30),
+            history: args.history.as_secs().max(args.window.as_secs()),
+            rate_window: args.rate_window.as_secs().max(1),
+            agent_concurrency: args.agent_concurrency.max(1),
+            events_window: args.events_window.as_secs(),
+            prometheus_timeout: args.prometheus_timeout,
+        },
+    });
+    info!("controller running");
+    Controller::new(ipas, watcher::Config::default())
+        .with_config(controller::Config::default().concurrency(args.concurrency.max(1)))
+        .graceful_shutdown_on(wait_true(shutdown_rx.clone()))
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+    let _ = shutdown_tx.send(true);
+    if let Some(task) = server_task {
+        let _ = task.await;
+    }
+    // Dropping the receiver makes the lease task release the Lease so a standby takes over at once.
+    drop(shutdown_rx);
+    if let Some(task) = lease_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    if lost_leadership.load(Ordering::Relaxed) {
+        return Err(Error::LostLeadership);
+    }
+    info!("stopped");
     Ok(())
 }

@@ -23,6 +23,10 @@ enum Command {
     Bench(ipa_sim::cli::BenchArgs),
     /// Test-bed workload simulator (stands in for the application on fake nodes).
     Loadsim(ipa_loadsim::LoadsimArgs),
+    /// Print the IPA CustomResourceDefinition (YAML).
+    Crd,
+    /// Print the install manifest: namespace, CRD, RBAC, controller and agent (YAML).
+    Manifests(ipa_controller::manifests::ManifestOptions),
 }
 
 fn init_tracing() {
@@ -54,6 +58,12 @@ fn main() -> ExitCode {
         Command::Loadsim(args) => {
             runtime().and_then(|rt| rt.block_on(ipa_loadsim::run(args)).map_err(Into::into))
         }
+        Command::Crd => ipa_controller::crd::crd_yaml()
+            .map(|yaml| print!("{yaml}"))
+            .map_err(Into::into),
+        Command::Manifests(options) => ipa_controller::manifests::install_yaml(&options)
+            .map(|yaml| print!("{yaml}"))
+            .map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

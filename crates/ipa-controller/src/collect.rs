@@ -1,0 +1,398 @@
+//! Turns one cycle's query results and API reads into a `MetricsSnapshot` per target. Pure: the IO happens in
+//! `reconcile`; this is where "an empty result is missing data, never zero" is decided.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ipa_core::stats::summarize;
+use ipa_core::{
+    Bytes, ClusterCapacity, ContainerSnapshot, CpuMillis, DemandHistory, EventSummary,
+    MetricsSnapshot, TargetRef,
+};
+
+use crate::prometheus::{Sample, Series};
+
+/// What the API says about one target this cycle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetInfo {
+    pub target: TargetRef,
+    pub ingress: Option<String>,
+    pub replicas: u32,
+    pub ready_replicas: Option<u32>,
+    /// Containers of the pod template with their current requests/limits (usage filled in here).
+    pub containers: Vec<ContainerSnapshot>,
+    /// Containers the policy manages (`None`: all).
+    pub managed: Option<Vec<String>>,
+    /// Names of the pods that belong to the Deployment.
+    pub pods: BTreeSet<String>,
+    pub events: Vec<EventSummary>,
+}
+
+impl TargetInfo {
+    fn manages(&self, container: &str) -> bool {
+        self.managed
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|n| n == container))
+    }
+}
+
+/// One cycle's Prometheus results. `None`: the query failed (different from an empty result).
+#[derive(Debug, Clone, Default)]
+pub struct CycleMetrics {
+    pub cpu: Option<Vec<Series>>,
+    pub memory: Option<Vec<Series>>,
+    /// `None` also when no target has an ingress (then it is not expected).
+    pub request_rate: Option<Vec<Series>>,
+    pub restarts: Option<Vec<Sample>>,
+    pub oom_kills: Option<Vec<Sample>>,
+    pub free_memory: Option<Vec<Sample>>,
+    pub free_cpu: Option<Vec<Sample>>,
+}
+
+/// Time frame of the cycle (unix seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame {
+    pub now: i64,
+    pub step: u64,
+    pub stats_window: u64,
+    pub history: u64,
+}
+
+fn label<'a>(labels: &'a BTreeMap<String, String>, key: &str) -> &'a str {
+    labels.get(key).map(String::as_str).unwrap_or("")
+}
+
+/// Whether `pod` looks like a pod of Deployment `deployment` by name alone (`<deployment>-<hash>-<suffix>`);
+/// the fallback when owner references can't be read.
+pub fn pod_name_matches(deployment: &str, pod: &str) -> bool {
+    pod.strip_prefix(deployment)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|rest| {
+            let parts: Vec<&str> = rest.split('-').collect();
+            parts.len() == 2 && parts.iter().all(|p| !p.is_empty())
+        })
+}
+
+/// (timestamp → pod → container → value) for the target's series.
+type Grid = BTreeMap<i64, BTreeMap<String, BTreeMap<String, f64>>>;
+
+fn grid_for(series: &[Series], info: &TargetInfo) -> Grid {
+    let mut grid = Grid::new();
+    for s in series {
+        let (ns, pod, container) = (
+            label(&s.labels, "namespace"),
+            label(&s.labels, "pod"),
+            label(&s.labels, "container"),
+        );
+        if ns != info.target.namespace || !info.pods.contains(pod) || !info.manages(container) {
+            continue;
+        }
+        for &(t, v) in &s.points {
+            *grid
+                .entry(t.round() as i64)
+                .or_default()
+                .entry(pod.to_string())
+                .or_default()
+                .entry(container.to_string())
+                .or_default() += v;
+        }
+    }
+    grid
+}
+
+fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    (n > 0).then(|| sum / n as f64)
+}
+
+/// Per-pod value at each timestamp: the pod's containers summed, averaged over pods.
+fn per_pod(grid: &Grid) -> Vec<(i64, f64)> {
+    grid.iter()
+        .filter_map(|(&t, pods)| {
+            mean(pods.values().map(|c| c.values().sum::<f64>())).map(|v| (t, v))
+        })
+        .collect()
+}
+
+/// All pods together at each timestamp.
+fn total(grid: &Grid) -> Vec<(i64, f64)> {
+    grid.iter()
+        .map(|(&t, pods)| (t, pods.values().flat_map(|c| c.values()).sum::<f64>()))
+        .collect()
+}
+
+/// One container, averaged over pods, at each timestamp.
+fn per_container(grid: &Grid, container: &str) -> Vec<(i64, f64)> {
+    grid.iter()
+        .filter_map(|(&t, pods)| {
+            mean(pods.values().filter_map(|c| c.get(container).copied())).map(|v| (t, v))
+        })
+        .collect()
+}
+
+fn window_stats(points: &[(i64, f64)], frame: Frame) -> Option<ipa_core::SeriesStats> {
+    let since = frame.now - frame.stats_window as i64;
+    let values: Vec<f64> = points
+        .iter()
+        .filter(|(t, _)| *t >= since)
+        .map(|&(_, v)| v)
+        .collect();
+    summarize(&values, frame.step as f64)
+}
+
+/// Values on the regular grid `[now - history, now]`, gaps as `None`.
+fn history_grid(points: &[(i64, f64)], frame: Frame) -> Vec<Option<f64>> {
+    if points.is_empty() || frame.step == 0 {
+        return Vec::new();
+    }
+    let by_time: BTreeMap<i64, f64> = points.iter().copied().collect();
+    let step = frame.step as i64;
+    let slots = (frame.history / frame.step) as i64;
+    let start = frame.now - slots * step;
+    (0..=slots)
+        .map(|i| {
+            let t = start + i * step;
+            // Prometheus aligns to its own step grid: accept the nearest sample within half a step.
+            by_time
+                .range(t - step / 2..=t + step / 2)
+                .next()
+                .map(|(_, v)| *v)
+        })
+        .collect()
+}
+
+fn sum_for(samples: &Option<Vec<Sample>>, info: &TargetInfo) -> Option<f64> {
+    samples.as_ref().map(|samples| {
+        samples
+            .iter()
+            .filter(|s| {
+                label(&s.labels, "namespace") == info.target.namespace
+                    && info.pods.contains(label(&s.labels, "pod"))
+            })
+            .map(|s| s.value)
+            .sum()
+    })
+}
+
+fn scalar(samples: &Option<Vec<Sample>>) -> Option<f64> {
+    samples
+        .as_ref()?
+        .first()
+        .map(|s| s.value)
+        .filter(|v| v.is_finite())
+}
+
+/// Cluster-wide free capacity (the same for every target).
+pub fn cluster_capacity(metrics: &CycleMetrics) -> ClusterCapacity {
+    ClusterCapacity {
+        free_memory_bytes: scalar(&metrics.free_memory)
+            .filter(|v| *v >= 0.0)
+            .map(Bytes::from_f64),
+        free_cpu: scalar(&metrics.free_cpu)
+            .filter(|v| *v >= 0.0)
+            .map(CpuMillis::from_cores_f64),
+    }
+}
+
+/// Builds the snapshot of one target.
+pub fn snapshot(info: &TargetInfo, metrics: &CycleMetrics, frame: Frame) -> MetricsSnapshot {
+    let mut snap = MetricsSnapshot::new(info.target.clone(), frame.now, info.replicas);
+    snap.window_seconds = frame.stats_window.min(u64::from(u32::MAX)) as u32;
+    snap.ready_replicas = info.ready_replicas;
+    snap.cluster = cluster_capacity(metrics);
+    snap.events = info.events.clone();
+
+    let cpu_grid = metrics
+        .cpu
+        .as_deref()
+        .map(|s| grid_for(s, info))
+        .unwrap_or_default();
+    let mem_grid = metrics
+        .memory
+        .as_deref()
+        .map(|s| grid_for(s, info))
+        .unwrap_or_default();
+    snap.cpu_per_pod = window_stats(&per_pod(&cpu_grid), frame);
+    snap.memory_per_pod = window_stats(&per_pod(&mem_grid), frame);
+    if snap.cpu_per_pod.is_none() {
+        snap.missing.push("cpu".into());
+    }
+    if snap.memory_per_pod.is_none() {
+        snap.missing.push("memory".into());
+    }
+
+    snap.containers = info
+        .containers
+        .iter()
+        .filter(|c| info.manages(&c.name))
+        .map(|c| ContainerSnapshot {
+            cpu_cores: window_stats(&per_container(&cpu_grid, &c.name), frame),
+            memory_bytes: window_stats(&per_container(&mem_grid, &c.name), frame),
+            ..c.clone()
+        })
+        .collect();
+
+    let mut history = DemandHistory {
+        step_seconds: frame.step.min(u64::from(u32::MAX)) as u32,
+        cpu_cores: history_grid(&total(&cpu_grid), frame),
+        request_rate: Vec::new(),
+    };
+    if let Some(ingress) = &info.ingress {
+        let points: Vec<(i64, f64)> = metrics
+            .request_rate
+            .iter()
+            .flatten()
+            .filter(|s| {
+                label(&s.labels, "namespace") == info.target.namespace
+                    && label(&s.labels, "ingress") == ingress
+            })
+            .flat_map(|s| s.points.iter().map(|&(t, v)| (t.round() as i64, v)))
+            .collect();
+        snap.request_rate = window_stats(&points, frame);
+        if snap.request_rate.is_none() {
+            snap.missing.push("request_rate".into());
+        }
+        history.request_rate = history_grid(&points, frame);
+    }
+    if !history.cpu_cores.is_empty() || !history.request_rate.is_empty() {
+        snap.history = Some(history);
+    }
+
+    // Restarts and OOM kills: a failed query is missing input; an empty result means no restarts
+    // (kube-state-metrics may simply not be installed, and that must not block scaling forever).
+    match sum_for(&metrics.restarts, info) {
+        Some(v) => snap.restarts = v.round().clamp(0.0, f64::from(u32::MAX)) as u32,
+        None => snap.missing.push("restarts".into()),
+    }
+    if let Some(v) = sum_for(&metrics.oom_kills, info) {
+        snap.oom_kills = v.round().clamp(0.0, f64::from(u32::MAX)) as u32;
+    }
+    let oom_events = info
+        .events
+        .iter()
+        .filter(|e| e.reason.contains("OOM"))
+        .map(|e| e.count)
+        .sum::<u32>();
+    snap.oom_kills = snap.oom_kills.max(oom_events);
+    snap
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prometheus::Labels;
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn info() -> TargetInfo {
+        TargetInfo {
+            target: TargetRef {
+                namespace: "ns".into(),
+                deployment: "app".into(),
+            },
+            ingress: Some("ing".into()),
+            replicas: 2,
+            ready_replicas: Some(2),
+            containers: vec![ContainerSnapshot {
+                name: "main".into(),
+                requests: ipa_core::Resources {
+                    cpu: Some(CpuMillis(500)),
+                    memory: None,
+                },
+                limits: ipa_core::Resources::default(),
+                cpu_cores: None,
+                memory_bytes: None,
+            }],
+            managed: None,
+            pods: ["app-1-a".to_string(), "app-1-b".to_string()].into(),
+            events: Vec::new(),
+        }
+    }
+
+    const FRAME: Frame = Frame {
+        now: 1000,
+        step: 10,
+        stats_window: 60,
+        history: 100,
+    };
+
+    fn cpu_series(pod: &str, ns: &str, v: f64) -> Series {
+        Series {
+            labels: labels(&[("namespace", ns), ("pod", pod), ("container", "main")]),
+            points: (0..=10).map(|i| (900.0 + 10.0 * f64::from(i), v)).collect(),
+        }
+    }
+
+    #[test]
+    fn pods_are_averaged_and_foreign_series_ignored() {
+        let metrics = CycleMetrics {
+            cpu: Some(vec![
+                cpu_series("app-1-a", "ns", 0.2),
+                cpu_series("app-1-b", "ns", 0.4),
+                cpu_series("app-1-c", "ns", 9.0), // not one of the Deployment's pods
+                cpu_series("app-1-a", "other", 9.0), // another namespace
+            ]),
+            restarts: Some(Vec::new()),
+            ..CycleMetrics::default()
+        };
+        let snap = snapshot(&info(), &metrics, FRAME);
+        let cpu = snap.cpu_per_pod.unwrap_or_default();
+        assert!((cpu.current - 0.3).abs() < 1e-9);
+        assert_eq!(cpu.samples, 7); // 940..=1000
+        assert!((snap.containers[0].cpu_cores.unwrap_or_default().current - 0.3).abs() < 1e-9);
+        let history = snap.history.unwrap_or_default();
+        assert_eq!(history.cpu_cores.len(), 11);
+        assert!(
+            history
+                .cpu_cores
+                .iter()
+                .all(|v| v.is_some_and(|v| (v - 0.6).abs() < 1e-9))
+        );
+        assert_eq!(
+            snap.missing,
+            vec!["memory".to_string(), "request_rate".to_string()]
+        );
+    }
+
+    #[test]
+    fn failed_queries_are_missing_never_zero() {
+        let snap = snapshot(&info(), &CycleMetrics::default(), FRAME);
+        assert_eq!(snap.cpu_per_pod, None);
+        assert_eq!(snap.request_rate, None);
+        assert!(snap.has_missing_inputs());
+        for what in ["cpu", "memory", "request_rate", "restarts"] {
+            assert!(snap.missing.iter().any(|m| m == what), "{what}");
+        }
+        assert_eq!(snap.cluster, ClusterCapacity::default());
+    }
+
+    #[test]
+    fn request_rate_and_capacity() {
+        let metrics = CycleMetrics {
+            request_rate: Some(vec![Series {
+                labels: labels(&[("namespace", "ns"), ("ingress", "ing")]),
+                points: vec![(990.0, 10.0), (1000.0, 20.0)],
+            }]),
+            free_memory: Some(vec![Sample {
+                labels: Labels::new(),
+                value: 1024.0,
+            }]),
+            ..CycleMetrics::default()
+        };
+        let snap = snapshot(&info(), &metrics, FRAME);
+        assert_eq!(snap.request_rate.map(|s| s.current), Some(20.0));
+        assert_eq!(snap.cluster.free_memory_bytes, Some(Bytes(1024)));
+    }
+
+    #[test]
+    fn pod_names() {
+        assert!(pod_name_matches("web", "web-5d8f7c9b4-x2x9z"));
+        assert!(!pod_name_matches("web", "web-api-5d8f7c9b4-x2x9z"));
+        assert!(!pod_name_matches("web", "webapp-5d8f7c9b4-x2x9z"));
+        assert!(!pod_name_matches("web", "web-5d8f7c9b4"));
+    }
+}

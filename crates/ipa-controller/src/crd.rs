@@ -1,0 +1,405 @@
+//! The `IPA` custom resource (`ipa.shafinhasnat.me/v1alpha1`).
+//!
+//! The spec keeps the seed's shape exactly — `spec.metadata.{prometheusUri, llmAgent, ipaGroup[]}` — so the seed's
+//! manifests apply unchanged. Everything IPA adds is optional with a safe default: `interval`, `mode`, an agent
+//! token, and per group the `ipa_core::Policy` fields (flattened, camelCase) plus a per-group `mode`.
+
+use ipa_core::{Bytes, CpuMillis, GuardState, GuardrailNote, Policy, Source};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Default decision interval when `spec.metadata.interval` is absent.
+pub const DEFAULT_INTERVAL_SECONDS: u64 = 60;
+/// Bounds on the interval: faster would hammer Prometheus and the agent, slower is not autoscaling.
+pub const MIN_INTERVAL_SECONDS: u64 = 5;
+pub const MAX_INTERVAL_SECONDS: u64 = 3600;
+
+/// `spec` of an IPA: the seed kept everything under `spec.metadata`, and so do we.
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "ipa.shafinhasnat.me",
+    version = "v1alpha1",
+    kind = "IPA",
+    plural = "ipas",
+    singular = "ipa",
+    namespaced,
+    status = "IpaStatus",
+    category = "autoscaling",
+    doc = "Intelligent Pod Autoscaler: scales the listed Deployments horizontally and vertically.",
+    printcolumn = r#"{"name":"Targets","type":"string","description":"Targets found / listed","jsonPath":".status.targets"}"#,
+    printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".status.mode"}"#,
+    printcolumn = r#"{"name":"Last Decision","type":"string","jsonPath":".status.lastDecision"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+pub struct IpaSpec {
+    pub metadata: IpaMetadata,
+}
+
+/// The seed's `spec.metadata` plus IPA's optional additions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IpaMetadata {
+    /// Base URL of the Prometheus server, e.g. `http://prometheus-server.default.svc`.
+    pub prometheus_uri: String,
+    /// Base URL of the IPA agent. Empty: use the built-in recommender in the controller.
+    #[serde(default)]
+    pub llm_agent: String,
+    /// The Deployments to scale.
+    pub ipa_group: Vec<IpaGroup>,
+    /// Decision interval as a Go duration (`30s`, `1m`); default `60s`, bounded to 5 s … 1 h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<kube::core::Duration>,
+    /// `Auto` (apply decisions, the default) or `Recommend` (status only). A group's own `mode` wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    /// A key of a Secret in the IPA's namespace whose value is sent to the agent as a bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_token_secret_ref: Option<SecretKeyRef>,
+}
+
+/// One target Deployment and its policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = drop_interval_seconds)]
+pub struct IpaGroup {
+    pub deployment: String,
+    pub namespace: String,
+    /// Name of the Ingress in front of the Deployment (ingress-nginx request metrics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<String>,
+    /// Overrides the IPA-wide `mode` for this Deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    /// Bounds and behaviour: minReplicas, maxReplicas, targetUtilization, scaleUp/scaleDown, vertical,
+    /// containers, minCpu/maxCpu/minMemory/maxMemory, resizeThreshold, minResizeIntervalSeconds, ….
+    #[serde(flatten)]
+    pub policy: Policy,
+}
+
+/// The decision interval is the IPA's (`spec.metadata.interval`); a per-group one would be ignored, so it is
+/// not offered in the schema (the apiserver prunes it).
+fn drop_interval_seconds(schema: &mut schemars::Schema) {
+    if let Some(properties) = schema
+        .get_mut("properties")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        properties.remove("intervalSeconds");
+    }
+}
+
+/// Whether decisions are applied or only reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub enum Mode {
+    /// Apply decisions to the Deployment.
+    #[default]
+    Auto,
+    /// Compute and report decisions in status; never change the Deployment (like VPA's `Off`).
+    Recommend,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "Auto",
+            Self::Recommend => "Recommend",
+        }
+    }
+}
+
+/// A key in a Secret of the IPA's namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SecretKeyRef {
+    pub name: String,
+    #[serde(default = "default_token_key")]
+    pub key: String,
+}
+
+fn default_token_key() -> String {
+    "token".to_string()
+}
+
+impl IpaMetadata {
+    /// The interval to requeue with, defaulted and bounded.
+    pub fn interval(&self) -> std::time::Duration {
+        let wanted = self
+            .interval
+            .map(|d| std::time::Duration::from(d).as_secs())
+            .unwrap_or(DEFAULT_INTERVAL_SECONDS);
+        std::time::Duration::from_secs(wanted.clamp(MIN_INTERVAL_SECONDS, MAX_INTERVAL_SECONDS))
+    }
+
+    /// The mode of one group: its own, else the IPA's, else `Auto`.
+    pub fn mode_of(&self, group: &IpaGroup) -> Mode {
+        group.mode.or(self.mode).unwrap_or_default()
+    }
+}
+
+/// `status` of an IPA.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IpaStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `found/listed` targets, for `kubectl get`.
+    #[serde(default)]
+    pub targets: String,
+    /// The IPA-wide mode, for `kubectl get`.
+    #[serde(default)]
+    pub mode: String,
+    /// One line about the latest cycle, for `kubectl get`.
+    #[serde(default)]
+    pub last_decision: String,
+    /// RFC 3339 time the latest cycle finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reconcile_time: Option<String>,
+    /// `Ready`, `AgentAvailable`, `MetricsAvailable`, `TargetFound` over all groups.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    #[serde(default)]
+    pub groups: Vec<GroupStatus>,
+}
+
+/// What happened to one target in the latest cycle, and what the guardrails remember about it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupStatus {
+    pub namespace: String,
+    pub deployment: String,
+    pub mode: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_replicas: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recommended_replicas: Option<u32>,
+    /// Replicas after the guardrails: what is (or in `Recommend` mode would be) applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_replicas: Option<u32>,
+    #[serde(default)]
+    pub current_resources: Vec<ContainerResources>,
+    /// The provider's proposal for requests/limits (before the guardrails).
+    #[serde(default)]
+    pub recommended_resources: Vec<ContainerResources>,
+    /// Requests/limits after the guardrails; empty when resources stay as they are.
+    #[serde(default)]
+    pub desired_resources: Vec<ContainerResources>,
+    /// `llm`, `builtin` or `fallback`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+    #[serde(default)]
+    pub rationale: String,
+    #[serde(default)]
+    pub guardrail_notes: Vec<GuardrailNote>,
+    /// Inputs that were missing this cycle (e.g. `cpu`, `request_rate`).
+    #[serde(default)]
+    pub missing_inputs: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_resize_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_decision_time: Option<String>,
+    /// The guardrails' memory (stabilization history, scale events, last resize).
+    #[serde(default)]
+    pub guard_state: GuardStateStatus,
+    /// `TargetFound`, `MetricsAvailable`, `AgentAvailable`, `Applied` for this target.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
+
+/// Requests and limits of one container.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerResources {
+    pub name: String,
+    #[serde(default)]
+    pub requests: ResourceValues,
+    #[serde(default)]
+    pub limits: ResourceValues,
+}
+
+/// CPU and memory quantities; absent means "not set".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct ResourceValues {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuMillis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Bytes>,
+}
+
+impl From<ipa_core::Resources> for ResourceValues {
+    fn from(r: ipa_core::Resources) -> Self {
+        Self {
+            cpu: r.cpu,
+            memory: r.memory,
+        }
+    }
+}
+
+/// `ipa_core::GuardState` in a structural-schema shape (the core keeps tuples, which a CRD schema can't
+/// describe).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GuardStateStatus {
+    /// Recent recommendations (unix seconds, replicas), oldest first.
+    #[serde(default)]
+    pub recommendations: Vec<TimedReplicas>,
+    /// Recent scale changes, oldest first.
+    #[serde(default)]
+    pub scale_events: Vec<ScaleEvent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_resize_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct TimedReplicas {
+    pub at: i64,
+    pub replicas: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct ScaleEvent {
+    pub at: i64,
+    pub from: u32,
+    pub to: u32,
+}
+
+impl From<&GuardStateStatus> for GuardState {
+    fn from(s: &GuardStateStatus) -> Self {
+        Self {
+            recommendations: s
+                .recommendations
+                .iter()
+                .map(|t| (t.at, t.replicas))
+                .collect(),
+            scale_events: s
+                .scale_events
+                .iter()
+                .map(|e| (e.at, e.from, e.to))
+                .collect(),
+            last_resize_at: s.last_resize_at,
+        }
+    }
+}
+
+impl From<&GuardState> for GuardStateStatus {
+    fn from(s: &GuardState) -> Self {
+        let timed = |v: &[(i64, u32)]| {
+            v.iter()
+                .map(|&(at, replicas)| TimedReplicas { at, replicas })
+                .collect()
+        };
+        Self {
+            recommendations: timed(&s.recommendations),
+            scale_events: s
+                .scale_events
+                .iter()
+                .map(|&(at, from, to)| ScaleEvent { at, from, to })
+                .collect(),
+            last_resize_at: s.last_resize_at,
+        }
+    }
+}
+
+/// The CRD as YAML, as `ipa crd` prints it and `deploy/crd.yaml` holds it.
+pub fn crd_yaml() -> Result<String, crate::Error> {
+    use kube::CustomResourceExt;
+    serde_saphyr::to_string(&IPA::crd()).map_err(|e| crate::Error::Yaml(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED_MANIFEST: &str = r#"
+apiVersion: ipa.shafinhasnat.me/v1alpha1
+kind: IPA
+metadata:
+  name: ipa
+spec:
+  metadata:
+    prometheusUri: http://prometheus-server.default.svc
+    llmAgent: https://ipaagent.shafinhasnat.me
+    ipaGroup:
+      - deployment: testapp
+        namespace: ipaapp
+        ingress: testappingress
+"#;
+
+    #[test]
+    fn seed_manifest_parses_with_defaults() -> Result<(), Box<dyn std::error::Error>> {
+        let ipa: IPA = serde_saphyr::from_str(SEED_MANIFEST)?;
+        let m = &ipa.spec.metadata;
+        assert_eq!(m.prometheus_uri, "http://prometheus-server.default.svc");
+        assert_eq!(m.ipa_group.len(), 1);
+        assert_eq!(m.ipa_group[0].ingress.as_deref(), Some("testappingress"));
+        assert_eq!(m.interval(), std::time::Duration::from_secs(60));
+        assert_eq!(m.mode_of(&m.ipa_group[0]), Mode::Auto);
+        assert_eq!(m.ipa_group[0].policy, Policy::default());
+        Ok(())
+    }
+
+    #[test]
+    fn optional_fields_parse() -> Result<(), Box<dyn std::error::Error>> {
+        let ipa: IPA = serde_saphyr::from_str(
+            r#"
+apiVersion: ipa.shafinhasnat.me/v1alpha1
+kind: IPA
+metadata: {name: x}
+spec:
+  metadata:
+    prometheusUri: http://p
+    llmAgent: ""
+    interval: 1s
+    mode: Recommend
+    agentTokenSecretRef: {name: agent}
+    ipaGroup:
+      - deployment: a
+        namespace: n
+        mode: Auto
+        minReplicas: 2
+        maxReplicas: 9
+        maxCpu: "2"
+        scaleDown: {stabilizationWindowSeconds: 30}
+"#,
+        )?;
+        let m = &ipa.spec.metadata;
+        assert_eq!(
+            m.interval(),
+            std::time::Duration::from_secs(MIN_INTERVAL_SECONDS)
+        );
+        assert_eq!(m.mode_of(&m.ipa_group[0]), Mode::Auto);
+        assert_eq!(
+            m.agent_token_secret_ref.as_ref().map(|r| r.key.as_str()),
+            Some("token")
+        );
+        let p = &m.ipa_group[0].policy;
+        assert_eq!((p.min_replicas, p.max_replicas), (Some(2), Some(9)));
+        assert_eq!(p.max_cpu, Some(CpuMillis(2000)));
+        Ok(())
+    }
+
+    #[test]
+    fn schema_is_structural_enough() -> Result<(), Box<dyn std::error::Error>> {
+        let yaml = crd_yaml()?;
+        // Constructs the apiserver rejects in a structural schema.
+        for bad in ["prefixItems", "$ref", "anyOf: []", "additionalItems"] {
+            assert!(!yaml.contains(bad), "CRD contains {bad}");
+        }
+        assert!(!yaml.contains("intervalSeconds"));
+        assert!(yaml.contains("minReplicas"));
+        assert!(yaml.contains("subresources"));
+        Ok(())
+    }
+
+    #[test]
+    fn guard_state_round_trips() {
+        let state = GuardState {
+            recommendations: vec![(1, 2), (3, 4)],
+            scale_events: vec![(5, 6, 7)],
+            last_resize_at: Some(7),
+        };
+        let status = GuardStateStatus::from(&state);
+        assert_eq!(GuardState::from(&status), state);
+    }
+}

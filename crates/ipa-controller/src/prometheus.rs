@@ -1,0 +1,265 @@
+//! A small Prometheus HTTP API client: `/api/v1/query` and `/api/v1/query_range`, POSTed as forms.
+//!
+//! Plain reqwest rather than `prometheus-http-query`: we need exactly two endpoints, POST bodies (a selector for
+//! 1,000 targets is far longer than a URL should be), our own timeout and per-query metrics, and the same
+//! rustls setup as the agent client. Parsing Prometheus' JSON is a few serde structs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use crate::Error;
+use crate::metrics::Metrics;
+
+/// Labels of one series.
+pub type Labels = BTreeMap<String, String>;
+
+/// One series of a range query: (unix seconds, value) pairs, oldest first. Non-finite values are dropped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub labels: Labels,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// One sample of an instant query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub labels: Labels,
+    pub value: f64,
+}
+
+#[derive(Debug, Deserialize)]
+struct ApiResponse {
+    status: String,
+    #[serde(default)]
+    data: Option<ApiData>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "resultType", content = "result", rename_all = "lowercase")]
+enum ApiData {
+    Vector(Vec<VectorItem>),
+    Matrix(Vec<MatrixItem>),
+    Scalar((f64, String)),
+    String(serde::de::IgnoredAny),
+}
+
+#[derive(Debug, Deserialize)]
+struct VectorItem {
+    #[serde(default)]
+    metric: Labels,
+    value: (f64, String),
+}
+
+#[derive(Debug, Deserialize)]
+struct MatrixItem {
+    #[serde(default)]
+    metric: Labels,
+    #[serde(default)]
+    values: Vec<(f64, String)>,
+}
+
+fn parse_value(text: &str) -> Option<f64> {
+    text.parse::<f64>().ok().filter(|v| v.is_finite())
+}
+
+/// Parses an instant-query body into samples (scalars become one unlabeled sample).
+pub fn parse_vector(body: &[u8]) -> Result<Vec<Sample>, Error> {
+    match parse_data(body)? {
+        ApiData::Vector(items) => Ok(items
+            .into_iter()
+            .filter_map(|i| {
+                parse_value(&i.value.1).map(|value| Sample {
+                    labels: i.metric,
+                    value,
+                })
+            })
+            .collect()),
+        ApiData::Scalar((_, v)) => Ok(parse_value(&v)
+            .map(|value| Sample {
+                labels: Labels::new(),
+                value,
+            })
+            .into_iter()
+            .collect()),
+        _ => Err(Error::Prometheus("expected a vector result".into())),
+    }
+}
+
+/// Parses a range-query body into series.
+pub fn parse_matrix(body: &[u8]) -> Result<Vec<Series>, Error> {
+    match parse_data(body)? {
+        ApiData::Matrix(items) => Ok(items
+            .into_iter()
+            .map(|i| Series {
+                labels: i.metric,
+                points: i
+                    .values
+                    .into_iter()
+                    .filter_map(|(t, v)| parse_value(&v).map(|v| (t, v)))
+                    .collect(),
+            })
+            .collect()),
+        _ => Err(Error::Prometheus("expected a matrix result".into())),
+    }
+}
+
+fn parse_data(body: &[u8]) -> Result<ApiData, Error> {
+    let response: ApiResponse = serde_json::from_slice(body)
+        .map_err(|e| Error::Prometheus(format!("unreadable response: {e}")))?;
+    if response.status != "success" {
+        return Err(Error::Prometheus(
+            response.error.unwrap_or_else(|| "query failed".into()),
+        ));
+    }
+    response
+        .data
+        .ok_or_else(|| Error::Prometheus("response has no data".into()))
+}
+
+/// Client for one Prometheus base URL.
+#[derive(Debug, Clone)]
+pub struct Prometheus {
+    http: reqwest::Client,
+    base: String,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl Prometheus {
+    pub fn new(
+        http: reqwest::Client,
+        base: &str,
+        timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            timeout,
+            metrics,
+        }
+    }
+
+    /// Instant query at `at` (unix seconds).
+    pub async fn query(&self, query: &str, at: i64) -> Result<Vec<Sample>, Error> {
+        let form = [("query", query.to_string()), ("time", at.to_string())];
+        let body = self.post("query", "instant", &form).await?;
+        parse_vector(&body)
+    }
+
+    /// Range query over `[start, end]` with `step` seconds.
+    pub async fn query_range(
+        &self,
+        query: &str,
+        start: i64,
+        end: i64,
+        step: u64,
+    ) -> Result<Vec<Series>, Error> {
+        let form = [
+            ("query", query.to_string()),
+            ("start", start.to_string()),
+            ("end", end.to_string()),
+            ("step", step.to_string()),
+        ];
+        let body = self.post("query_range", "range", &form).await?;
+        parse_matrix(&body)
+    }
+
+    async fn post(
+        &self,
+        endpoint: &str,
+        kind: &'static str,
+        form: &[(&str, String)],
+    ) -> Result<Vec<u8>, Error> {
+        let started = Instant::now();
+        let result = self.post_inner(endpoint, form).await;
+        self.metrics
+            .prometheus_query(kind, result.is_ok(), started.elapsed());
+        result
+    }
+
+    async fn post_inner(&self, endpoint: &str, form: &[(&str, String)]) -> Result<Vec<u8>, Error> {
+        let url = format!("{}/api/v1/{endpoint}", self.base);
+        let response = self
+            .http
+            .post(&url)
+            .form(form)
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| Error::Prometheus(format!("{url}: {}", describe(e))))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| Error::Prometheus(format!("{url}: {}", describe(e))))?;
+        // Prometheus answers 400/422 with a JSON error body worth reporting.
+        if !(status.is_success() || status.as_u16() == 400 || status.as_u16() == 422) {
+            return Err(Error::Prometheus(format!("{url}: http {status}")));
+        }
+        Ok(body.to_vec())
+    }
+}
+
+/// reqwest's Display repeats the URL; callers print it once themselves.
+pub(crate) fn describe(e: reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        "connection refused or unreachable".to_string()
+    } else {
+        e.without_url().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_vectors_and_drops_nan() -> Result<(), Error> {
+        let body = br#"{"status":"success","data":{"resultType":"vector","result":[
+            {"metric":{"namespace":"a","pod":"p-1"},"value":[1700000000.1,"0.25"]},
+            {"metric":{"namespace":"a","pod":"p-2"},"value":[1700000000.1,"NaN"]}]}}"#;
+        let samples = parse_vector(body)?;
+        assert_eq!(samples.len(), 1);
+        assert_eq!(samples[0].value, 0.25);
+        assert_eq!(
+            samples[0].labels.get("pod").map(String::as_str),
+            Some("p-1")
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn parses_matrices() -> Result<(), Error> {
+        let body = br#"{"status":"success","data":{"resultType":"matrix","result":[
+            {"metric":{"ingress":"i"},"values":[[1,"1"],[2,"+Inf"],[3,"3"]]}]}}"#;
+        let series = parse_matrix(body)?;
+        assert_eq!(series[0].points, vec![(1.0, 1.0), (3.0, 3.0)]);
+        Ok(())
+    }
+
+    #[test]
+    fn reports_errors() {
+        let body = br#"{"status":"error","errorType":"bad_data","error":"parse error at char 3"}"#;
+        let err = parse_vector(body).err().map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("prometheus query failed: parse error at char 3")
+        );
+        assert!(parse_vector(b"<html>").is_err());
+    }
+
+    #[test]
+    fn scalar_is_one_sample() -> Result<(), Error> {
+        let body = br#"{"status":"success","data":{"resultType":"scalar","result":[1,"42"]}}"#;
+        assert_eq!(parse_vector(body)?[0].value, 42.0);
+        Ok(())
+    }
+}

@@ -1,0 +1,1148 @@
+//! One cycle for one IPA: read the targets, query Prometheus once per metric, ask the agent, guard, apply,
+//! report. A target that is missing or broken gets its own status and never stops the others.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use ipa_core::{
+    Bytes, ContainerSnapshot, CpuMillis, EventSummary, MetricsSnapshot, RecommendRequest,
+    Recommendation, ResolvedPolicy, Resources, Source, TargetRef,
+};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod, Secret};
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Client, Resource, ResourceExt};
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::agent::AgentClient;
+use crate::collect::{self, CycleMetrics, Frame, TargetInfo};
+use crate::conditions::{self, Want};
+use crate::crd::{
+    ContainerResources, GroupStatus, GuardStateStatus, IPA, IpaGroup, IpaStatus, Mode,
+};
+use crate::metrics::Metrics;
+use crate::prometheus::Prometheus;
+use crate::promql::{self, Selection, Windows};
+use crate::{Error, apply, safety};
+
+/// Field manager / reporting controller name.
+pub const MANAGER: &str = "ipa-controller";
+
+/// Tunables of the collector (flags of `ipa controller`).
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Window the snapshot's statistics cover (seconds).
+    pub stats_window: u64,
+    /// History for the forecast (seconds).
+    pub history: u64,
+    /// `rate()` range (seconds).
+    pub rate_window: u64,
+    /// Maximum agent requests in flight per IPA.
+    pub agent_concurrency: usize,
+    /// Events older than this are not reported (seconds).
+    pub events_window: u64,
+    pub prometheus_timeout: Duration,
+}
+
+/// What every reconcile shares.
+#[derive(Clone)]
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub http: reqwest::Client,
+    pub agent: AgentClient,
+    pub metrics: Arc<Metrics>,
+    pub settings: Settings,
+}
+
+fn now_unix() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+fn rfc3339(unix: i64) -> Option<String> {
+    jiff::Timestamp::from_second(unix)
+        .ok()
+        .map(|t| t.to_string())
+}
+
+fn parse_rfc3339(text: &str) -> Option<i64> {
+    text.parse::<jiff::Timestamp>().ok().map(|t| t.as_second())
+}
+
+/// Seconds until the next cycle is due, or `None` when it is due now. Status writes and unrelated metadata
+/// changes wake the controller too; this keeps the cadence at `interval` unless the spec changed.
+pub fn not_due_for(
+    status: Option<&IpaStatus>,
+    generation: Option<i64>,
+    interval: Duration,
+    now: i64,
+) -> Option<u64> {
+    let status = status?;
+    if status.observed_generation != generation {
+        return None;
+    }
+    let last = parse_rfc3339(status.last_reconcile_time.as_deref()?)?;
+    let due = last.saturating_add(interval.as_secs() as i64);
+    // A second of slack so a requeue that fires a little early still runs.
+    (due - now > 1).then(|| (due - now) as u64)
+}
+
+/// Everything decided about one group this cycle.
+#[derive(Debug, Clone)]
+struct GroupOutcome {
+    status: GroupStatus,
+    changes: Vec<String>,
+    apply_failed: bool,
+    agent_error: Option<String>,
+}
+
+/// Entry point for the runtime `Controller`.
+pub async fn reconcile(ipa: Arc<IPA>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let name = ipa.name_any();
+    let namespace = ipa.namespace().unwrap_or_default();
+    let interval = ipa.spec.metadata.interval();
+    let now = now_unix();
+    if let Some(wait) = not_due_for(ipa.status.as_ref(), ipa.metadata.generation, interval, now) {
+        return Ok(Action::requeue(Duration::from_secs(wait)));
+    }
+    let span = info_span!("reconcile", ipa = %name, namespace = %namespace, targets = ipa.spec.metadata.ipa_group.len());
+    let started = Instant::now();
+    let result = reconcile_cycle(&ipa, &ctx, now).instrument(span).await;
+    ctx.metrics.reconciled(started.elapsed());
+    result.map(|()| Action::requeue(interval))
+}
+
+/// The runtime's error hook: count, log, and retry after a short pause (never a tight loop).
+pub fn error_policy(ipa: Arc<IPA>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_failed(error.category());
+    warn!(ipa = %ipa.name_any(), error = %error, "reconcile failed");
+    Action::requeue(ipa.spec.metadata.interval().min(Duration::from_secs(30)))
+}
+
+/// What the API says about one namespace this cycle.
+#[derive(Debug, Default)]
+struct NamespaceView {
+    deployments: Option<HashMap<String, Deployment>>,
+    /// ReplicaSet name → Deployment name.
+    replica_sets: Option<HashMap<String, String>>,
+    /// Pod name → ReplicaSet name.
+    pods: Option<HashMap<String, String>>,
+    events: Vec<CoreEvent>,
+    error: Option<String>,
+}
+
+async fn read_namespace(ctx: &Context, ns: &str) -> NamespaceView {
+    let lp = ListParams::default();
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let events: Api<CoreEvent> = Api::namespaced(ctx.client.clone(), ns);
+    for _ in 0..4 {
+        ctx.metrics.kube_request("list");
+    }
+    let (d, rs, p, e) = tokio::join!(
+        deployments.list(&lp),
+        replica_sets.list_metadata(&lp),
+        pods.list_metadata(&lp),
+        events.list(&lp),
+    );
+    let owner =
+        |refs: &Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>,
+         kind: &str| {
+            refs.iter()
+                .flatten()
+                .find(|o| o.kind == kind && o.controller == Some(true))
+                .map(|o| o.name.clone())
+        };
+    let mut view = NamespaceView::default();
+    match d {
+        Ok(list) => {
+            view.deployments = Some(list.items.into_iter().map(|d| (d.name_any(), d)).collect());
+        }
+        Err(e) => view.error = Some(format!("listing deployments in {ns}: {e}")),
+    }
+    view.replica_sets = rs.ok().map(|list| {
+        list.items
+            .into_iter()
+            .filter_map(|m| {
+                Some((
+                    m.name_any(),
+                    owner(&m.metadata.owner_references, "Deployment")?,
+                ))
+            })
+            .collect()
+    });
+    view.pods = p.ok().map(|list| {
+        list.items
+            .into_iter()
+            .filter_map(|m| {
+                Some((
+                    m.name_any(),
+                    owner(&m.metadata.owner_references, "ReplicaSet")?,
+                ))
+            })
+            .collect()
+    });
+    view.events = e.map(|l| l.items).unwrap_or_default();
+    view
+}
+
+fn parse_resources(
+    r: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+) -> Resources {
+    Resources {
+        cpu: r
+            .and_then(|m| m.get("cpu"))
+            .and_then(|q| q.0.parse::<CpuMillis>().ok()),
+        memory: r
+            .and_then(|m| m.get("memory"))
+            .and_then(|q| q.0.parse::<Bytes>().ok()),
+    }
+}
+
+fn containers_of(d: &Deployment) -> Vec<ContainerSnapshot> {
+    d.spec
+        .template
+        .spec
+        .as_ref()
+        .map(|s| {
+            s.containers
+                .iter()
+                .map(|c| {
+                    let res = c.resources.as_ref();
+                    ContainerSnapshot {
+                        name: c.name.clone(),
+                        requests: parse_resources(res.and_then(|r| r.requests.as_ref())),
+                        limits: parse_resources(res.and_then(|r| r.limits.as_ref())),
+                        cpu_cores: None,
+                        memory_bytes: None,
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Events about the Deployment, its ReplicaSets and its pods within the window, deduplicated by
+/// (type, reason, message with the object's name replaced) and newest first.
+fn events_for(
+    events: &[CoreEvent],
+    deployment: &str,
+    objects: &BTreeSet<String>,
+    since: i64,
+) -> Vec<EventSummary> {
+    let mut merged: BTreeMap<(String, String, String), EventSummary> = BTreeMap::new();
+    for e in events {
+        if e.reporting_component.as_deref() == Some(MANAGER) {
+            continue; // our own "Scaled"/"Resized" events are not evidence about the workload
+        }
+        let object = e.involved_object.name.as_deref().unwrap_or("");
+        if object != deployment && !objects.contains(object) {
+            continue;
+        }
+        let last_seen = e
+            .last_timestamp
+            .as_ref()
+            .map(|t| t.0.as_second())
+            .or_else(|| e.event_time.as_ref().map(|t| t.0.as_second()))
+            .or_else(|| {
+                e.metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0.as_second())
+            })
+            .unwrap_or(0);
+        if last_seen < since {
+            continue;
+        }
+        let kind = e.type_.clone().unwrap_or_else(|| "Normal".into());
+        let reason = e.reason.clone().unwrap_or_default();
+        let message: String = e
+            .message
+            .clone()
+            .unwrap_or_default()
+            .replace(object, "<pod>")
+            .chars()
+            .take(200)
+            .collect();
+        let count = e.count.unwrap_or(1).max(1) as u32;
+        merged
+            .entry((kind.clone(), reason.clone(), message.clone()))
+            .and_modify(|s| {
+                s.count = s.count.saturating_add(count);
+                s.last_seen = s.last_seen.max(last_seen);
+            })
+            .or_insert(EventSummary {
+                kind,
+                reason,
+                message,
+                count,
+                last_seen,
+            });
+    }
+    let mut out: Vec<EventSummary> = merged.into_values().collect();
+    out.sort_by_key(|e| std::cmp::Reverse(e.last_seen));
+    out.truncate(10);
+    out
+}
+
+/// The group's resolved policy: the CR's interval wins over any per-group one.
+fn policy_of(group: &IpaGroup, interval: Duration) -> ResolvedPolicy {
+    let mut policy = group.policy.clone();
+    policy.interval_seconds = Some(interval.as_secs().min(u64::from(u32::MAX)) as u32);
+    policy.resolve()
+}
+
+fn resources_status(containers: &[ipa_core::ContainerRecommendation]) -> Vec<ContainerResources> {
+    containers
+        .iter()
+        .map(|c| ContainerResources {
+            name: c.name.clone(),
+            requests: c.requests.into(),
+            limits: c.limits.into(),
+        })
+        .collect()
+}
+
+async fn agent_token(ipa: &IPA, ctx: &Context) -> Option<String> {
+    let r = ipa.spec.metadata.agent_token_secret_ref.as_ref()?;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ipa.namespace()?);
+    ctx.metrics.kube_request("get");
+    match secrets.get(&r.name).await {
+        Ok(secret) => secret
+            .data
+            .and_then(|d| d.get(&r.key).cloned())
+            .and_then(|v| String::from_utf8(v.0).ok())
+            .map(|t| t.trim().to_string()),
+        Err(e) => {
+            warn!(secret = %r.name, error = %e, "cannot read the agent token");
+            None
+        }
+    }
+}
+
+/// Runs every metric query of the cycle concurrently; a failed query leaves its metric `None`.
+async fn query_all(
+    prom: &Prometheus,
+    sel: &Selection,
+    w: Windows,
+    frame: Frame,
+) -> (CycleMetrics, Vec<String>) {
+    let start = frame.now - frame.history as i64;
+    let stats_start = frame.now - frame.stats_window as i64;
+    let cpu_q = sel.cpu(w);
+    let mem_q = sel.memory();
+    let rate_q = sel.request_rate(w);
+    let restarts_q = sel.restarts(w);
+    let oom_q = sel.oom_kills(w);
+    let rate = async {
+        match &rate_q {
+            Some(q) => Some(prom.query_range(q, start, frame.now, frame.step).await),
+            None => None,
+        }
+    };
+    let (cpu, mem, rate, restarts, oom, free_mem, free_cpu) = tokio::join!(
+        prom.query_range(&cpu_q, start, frame.now, frame.step),
+        prom.query_range(&mem_q, stats_start, frame.now, frame.step),
+        rate,
+        prom.query(&restarts_q, frame.now),
+        prom.query(&oom_q, frame.now),
+        prom.query(promql::FREE_MEMORY, frame.now),
+        prom.query(promql::FREE_CPU, frame.now),
+    );
+    let mut errors = Vec::new();
+    fn keep<T>(errors: &mut Vec<String>, what: &str, r: Result<T, Error>) -> Option<T> {
+        r.map_err(|e| errors.push(format!("{what}: {e}"))).ok()
+    }
+    let metrics = CycleMetrics {
+        cpu: keep(&mut errors, "cpu", cpu),
+        memory: keep(&mut errors, "memory", mem),
+        request_rate: rate.and_then(|r| keep(&mut errors, "request_rate", r)),
+        restarts: keep(&mut errors, "restarts", restarts),
+        oom_kills: keep(&mut errors, "oom_kills", oom),
+        free_memory: keep(&mut errors, "free_memory", free_mem),
+        free_cpu: keep(&mut errors, "free_cpu", free_cpu),
+    };
+    (metrics, errors)
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Asks the provider for one target: the in-process recommender when no agent is configured, the agent
+/// otherwise, the in-process recommender again (as `fallback`) when the agent fails.
+async fn ask(
+    agent: &AgentClient,
+    agent_url: &str,
+    token: Option<&str>,
+    group: &IpaGroup,
+    snapshot: &MetricsSnapshot,
+    policy: &ResolvedPolicy,
+) -> (Recommendation, Option<String>) {
+    if agent_url.trim().is_empty() {
+        let mut rec = ipa_core::recommend(snapshot, policy);
+        rec.source = Source::Builtin;
+        return (rec, None);
+    }
+    let request = RecommendRequest {
+        snapshot: snapshot.clone(),
+        policy: group.policy.clone(),
+    };
+    match agent.recommend(agent_url, token, &request).await {
+        Ok(rec) => (rec, None),
+        Err(e) => {
+            let mut rec = ipa_core::recommend(snapshot, policy);
+            rec.source = Source::Fallback;
+            rec.rationale = format!(
+                "agent failed ({e}); built-in recommender: {}",
+                rec.rationale
+            );
+            (rec, Some(e.to_string()))
+        }
+    }
+}
+
+/// A target that was found, with what it needs for the decision.
+struct Found {
+    index: usize,
+    info: TargetInfo,
+    deployment: Deployment,
+    policy: ResolvedPolicy,
+    mode: Mode,
+}
+
+async fn reconcile_cycle(ipa: &IPA, ctx: &Context, now: i64) -> Result<(), Error> {
+    let name = ipa.name_any();
+    let namespace = ipa.namespace().ok_or_else(|| Error::InvalidSpec {
+        name: name.clone(),
+        reason: "IPA has no namespace".into(),
+    })?;
+    let spec = &ipa.spec.metadata;
+    let interval = spec.interval();
+    let previous = ipa.status.clone().unwrap_or_default();
+    let s = ctx.settings;
+
+    // 1. Read the API, one list per kind per namespace (not one call per target).
+    let namespaces: BTreeSet<&str> = spec
+        .ipa_group
+        .iter()
+        .map(|g| g.namespace.as_str())
+        .collect();
+    let views: HashMap<&str, NamespaceView> = futures::future::join_all(
+        namespaces
+            .iter()
+            .map(|ns| async move { (*ns, read_namespace(ctx, ns).await) }),
+    )
+    .await
+    .into_iter()
+    .collect();
+
+    let mut outcomes: Vec<Option<GroupOutcome>> = vec![None; spec.ipa_group.len()];
+    let mut found: Vec<Found> = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (index, group) in spec.ipa_group.iter().enumerate() {
+        let mode = spec.mode_of(group);
+        let base = GroupStatus {
+            namespace: group.namespace.clone(),
+            deployment: group.deployment.clone(),
+            mode: mode.as_str().into(),
+            ..GroupStatus::default()
+        };
+        let prev = previous
+            .groups
+            .iter()
+            .find(|g| g.namespace == group.namespace && g.deployment == group.deployment);
+        let missing = |reason: &str, message: String| GroupOutcome {
+            status: GroupStatus {
+                guard_state: prev.map(|p| p.guard_state.clone()).unwrap_or_default(),
+                last_scale_time: prev.and_then(|p| p.last_scale_time.clone()),
+                last_resize_time: prev.and_then(|p| p.last_resize_time.clone()),
+                conditions: conditions::merge(
+                    prev.map(|p| p.conditions.as_slice()).unwrap_or(&[]),
+                    &[Want::new(conditions::TARGET_FOUND, false, reason, message)],
+                    ipa.metadata.generation,
+                    jiff::Timestamp::now(),
+                ),
+                ..base.clone()
+            },
+            changes: Vec::new(),
+            apply_failed: false,
+            agent_error: None,
+        };
+        if !seen.insert((group.namespace.clone(), group.deployment.clone())) {
+            outcomes[index] = Some(missing(
+                "Duplicate",
+                "this Deployment is listed twice; the first entry wins".into(),
+            ));
+            continue;
+        }
+        let view = views.get(group.namespace.as_str());
+        let deployment = match view.and_then(|v| v.deployments.as_ref()) {
+            Some(deployments) => deployments.get(&group.deployment).cloned(),
+            None => {
+                let why = view.and_then(|v| v.error.clone()).unwrap_or_default();
+                outcomes[index] = Some(missing("ReadFailed", why));
+                continue;
+            }
+        };
+        let Some(deployment) = deployment else {
+            outcomes[index] = Some(missing(
+                "NotFound",
+                format!(
+                    "deployment {}/{} does not exist",
+                    group.namespace, group.deployment
+                ),
+            ));
+            continue;
+        };
+        let policy = policy_of(group, interval);
+        let mut pods = BTreeSet::new();
+        let mut replica_sets = BTreeSet::new();
+        if let Some(NamespaceView {
+            replica_sets: Some(rs),
+            pods: Some(p),
+            ..
+        }) = view
+        {
+            {
+                replica_sets = rs
+                    .iter()
+                    .filter(|(_, d)| **d == group.deployment)
+                    .map(|(r, _)| r.clone())
+                    .collect();
+                pods = p
+                    .iter()
+                    .filter(|(_, r)| replica_sets.contains(*r))
+                    .map(|(pod, _)| pod.clone())
+                    .collect();
+            }
+        }
+        let mut objects = pods.clone();
+        objects.extend(replica_sets);
+        let events = view
+            .map(|v| {
+                events_for(
+                    &v.events,
+                    &group.deployment,
+                    &objects,
+                    now - s.events_window as i64,
+                )
+            })
+            .unwrap_or_default();
+        let status = deployment.status.as_ref();
+        let info = TargetInfo {
+            target: TargetRef {
+                namespace: group.namespace.clone(),
+                deployment: group.deployment.clone(),
+            },
+            ingress: group.ingress.clone().filter(|i| !i.is_empty()),
+            replicas: deployment.spec.replicas.unwrap_or(1).max(0) as u32,
+            ready_replicas: status.map(|s| s.ready_replicas.unwrap_or(0).max(0) as u32),
+            containers: containers_of(&deployment),
+            managed: policy.containers.clone(),
+            pods,
+            events,
+        };
+        found.push(Found {
+            index,
+            info,
+            deployment,
+            policy,
+            mode,
+        });
+    }
+
+    // 2. Prometheus: one query per metric for every found target of this IPA.
+    let step = interval.as_secs().clamp(5, 15);
+    let frame = Frame {
+        now,
+        step,
+        stats_window: s.stats_window,
+        history: s.history,
+    };
+    let windows = Windows {
+        rate: s.rate_window,
+        stats: s.stats_window,
+    };
+    let (cycle_metrics, metric_errors) = if found.is_empty() {
+        (CycleMetrics::default(), Vec::new())
+    } else {
+        let selection = Selection {
+            namespaces: found
+                .iter()
+                .map(|f| f.info.target.namespace.clone())
+                .collect(),
+            deployments: found
+                .iter()
+                .map(|f| f.info.target.deployment.clone())
+                .collect(),
+            ingresses: found
+                .iter()
+                .filter_map(|f| f.info.ingress.clone())
+                .collect(),
+        };
+        let prom = Prometheus::new(
+            ctx.http.clone(),
+            &spec.prometheus_uri,
+            s.prometheus_timeout,
+            ctx.metrics.clone(),
+        );
+        query_all(&prom, &selection, windows, frame).await
+    };
+    for e in &metric_errors {
+        warn!(error = %e, "prometheus query failed");
+    }
+    // Where owner references could not be read, attribute pods by name.
+    for f in &mut found {
+        if f.info.pods.is_empty() {
+            let names = cycle_metrics
+                .cpu
+                .iter()
+                .chain(cycle_metrics.memory.iter())
+                .flatten();
+            f.info.pods = names
+                .filter(|s| s.labels.get("namespace") == Some(&f.info.target.namespace))
+                .filter_map(|s| s.labels.get("pod"))
+                .filter(|pod| collect::pod_name_matches(&f.info.target.deployment, pod))
+                .cloned()
+                .collect();
+        }
+    }
+    let snapshots: Vec<MetricsSnapshot> = found
+        .iter()
+        .map(|f| collect::snapshot(&f.info, &cycle_metrics, frame))
+        .collect();
+
+    // 3. Ask the provider for every target, concurrently but bounded.
+    let token = agent_token(ipa, ctx).await;
+    // Owned inputs per request: the futures run concurrently and must not borrow across the stream.
+    let requests: Vec<(usize, IpaGroup, MetricsSnapshot, ResolvedPolicy)> = found
+        .iter()
+        .zip(&snapshots)
+        .map(|(f, snap)| {
+            (
+                f.index,
+                spec.ipa_group[f.index].clone(),
+                snap.clone(),
+                f.policy.clone(),
+            )
+        })
+        .collect();
+    let agent_url = spec.llm_agent.clone();
+    let answers: Vec<(usize, Recommendation, Option<String>)> = futures::stream::iter(requests)
+        .map(|(index, group, snap, policy)| {
+            let agent = ctx.agent.clone();
+            let agent_url = agent_url.clone();
+            let token = token.clone();
+            async move {
+                let (rec, err) =
+                    ask(&agent, &agent_url, token.as_deref(), &group, &snap, &policy).await;
+                (index, rec, err)
+            }
+        })
+        .buffer_unordered(s.agent_concurrency.max(1))
+        .collect()
+        .await;
+    let answers: HashMap<usize, (Recommendation, Option<String>)> =
+        answers.into_iter().map(|(i, r, e)| (i, (r, e))).collect();
+
+    // 4. Guard, apply, report — per target, each on its own.
+    for (f, snap) in found.iter().zip(&snapshots) {
+        let Some((rec, agent_error)) = answers.get(&f.index).cloned() else {
+            continue;
+        };
+        let prev = previous.groups.iter().find(|g| {
+            g.namespace == f.info.target.namespace && g.deployment == f.info.target.deployment
+        });
+        let outcome = decide_and_apply(
+            ipa,
+            ctx,
+            f,
+            snap,
+            rec,
+            agent_error,
+            prev,
+            now,
+            &metric_errors,
+        )
+        .await;
+        outcomes[f.index] = Some(outcome);
+    }
+
+    // 5. Status.
+    let outcomes: Vec<GroupOutcome> = outcomes.into_iter().flatten().collect();
+    let status = ipa_status(ipa, &previous, &outcomes, &metric_errors, now);
+    let api: Api<IPA> = Api::namespaced(ctx.client.clone(), &namespace);
+    ctx.metrics.kube_request("patch");
+    api.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({ "status": status })),
+    )
+    .await
+    .map_err(Error::kube(format!("writing status of {namespace}/{name}")))?;
+    info!(decision = %status.last_decision, "cycle done");
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn decide_and_apply(
+    ipa: &IPA,
+    ctx: &Context,
+    f: &Found,
+    snap: &MetricsSnapshot,
+    rec: Recommendation,
+    agent_error: Option<String>,
+    prev: Option<&GroupStatus>,
+    now: i64,
+    metric_errors: &[String],
+) -> GroupOutcome {
+    let target = &f.info.target;
+    let guard_state = prev
+        .map(|p| ipa_core::GuardState::from(&p.guard_state))
+        .unwrap_or_default();
+    let decision = ipa_core::guard(&rec, snap, &f.policy, &guard_state, now);
+    let safe = safety::enforce(decision.replicas, &decision.containers, snap, &f.policy);
+    let mut notes = decision.notes.clone();
+    notes.extend(safe.notes.iter().cloned());
+    ctx.metrics.decision(rec.source);
+    for n in &notes {
+        ctx.metrics.intervention(n.rule);
+    }
+    let resize = apply::resource_changes(&f.info.containers, &safe.containers);
+    let scale = safe.replicas != snap.replicas;
+
+    let mut changes = Vec::new();
+    let mut applied = Want::new(conditions::APPLIED, true, "NoChange", "nothing to change");
+    let mut last_scale_time = prev.and_then(|p| p.last_scale_time.clone());
+    let mut last_resize_time = prev.and_then(|p| p.last_resize_time.clone());
+    let mut apply_failed = false;
+    if f.mode == Mode::Recommend {
+        if scale || !resize.is_empty() {
+            applied = Want::new(
+                conditions::APPLIED,
+                false,
+                "RecommendMode",
+                "mode is Recommend; the Deployment is left as it is",
+            );
+        }
+    } else if scale || !resize.is_empty() {
+        let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &target.namespace);
+        let mut rv = f.deployment.resource_version();
+        let mut messages = Vec::new();
+        if scale {
+            ctx.metrics.kube_request("patch");
+            let body = apply::scale_patch(safe.replicas, rv.as_deref());
+            match deployments
+                .patch_scale(&target.deployment, &write_params(), &Patch::Merge(&body))
+                .await
+            {
+                Ok(scale_obj) => {
+                    rv = scale_obj.metadata.resource_version;
+                    ctx.metrics.change("scale");
+                    last_scale_time = rfc3339(now);
+                    let what = format!("replicas {} → {}", snap.replicas, safe.replicas);
+                    publish(ctx, &f.deployment, "Scaled", "Scale", &what, &rec).await;
+                    changes.push(format!("{target} {what}"));
+                    messages.push(what);
+                }
+                Err(e) => {
+                    apply_failed = true;
+                    applied = failed_write(ctx, &e, "scale");
+                }
+            }
+        }
+        if !resize.is_empty() && !apply_failed {
+            ctx.metrics.kube_request("patch");
+            let body = apply::resources_patch(&resize, rv.as_deref());
+            match deployments
+                .patch(
+                    &target.deployment,
+                    &write_params(),
+                    &Patch::Strategic(&body),
+                )
+                .await
+            {
+                Ok(_) => {
+                    ctx.metrics.change("resize");
+                    last_resize_time = rfc3339(now);
+                    let what = format!(
+                        "resources of {}",
+                        resize
+                            .iter()
+                            .map(|c| c.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    publish(ctx, &f.deployment, "Resized", "Resize", &what, &rec).await;
+                    changes.push(format!("{target} {what}"));
+                    messages.push(what);
+                }
+                Err(e) => {
+                    apply_failed = true;
+                    applied = failed_write(ctx, &e, "resize");
+                }
+            }
+        }
+        if !apply_failed {
+            applied = Want::new(conditions::APPLIED, true, "Applied", messages.join("; "));
+        }
+    }
+
+    let missing_metrics = snap.has_missing_inputs();
+    let wanted = vec![
+        Want::new(conditions::TARGET_FOUND, true, "Found", "deployment exists"),
+        if missing_metrics {
+            let detail = if metric_errors.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", metric_errors.join("; "))
+            };
+            Want::new(
+                conditions::METRICS_AVAILABLE,
+                false,
+                "MissingInputs",
+                format!("missing: {}{detail}", snap.missing.join(", ")),
+            )
+        } else {
+            Want::new(
+                conditions::METRICS_AVAILABLE,
+                true,
+                "Collected",
+                "all inputs present",
+            )
+        },
+        match (&agent_error, rec.source) {
+            (Some(e), _) => Want::new(
+                conditions::AGENT_AVAILABLE,
+                false,
+                "AgentFailed",
+                format!("{e}; built-in recommender used"),
+            ),
+            (None, Source::Builtin) if ipa.spec.metadata.llm_agent.trim().is_empty() => Want::new(
+                conditions::AGENT_AVAILABLE,
+                true,
+                "BuiltinRecommender",
+                "no agent configured; built-in recommender",
+            ),
+            (None, _) => Want::new(
+                conditions::AGENT_AVAILABLE,
+                true,
+                "Answered",
+                "agent answered",
+            ),
+        },
+        applied,
+    ];
+    let state = if apply_failed {
+        guard_state
+    } else {
+        decision.state.clone()
+    };
+    let status = GroupStatus {
+        namespace: target.namespace.clone(),
+        deployment: target.deployment.clone(),
+        mode: f.mode.as_str().into(),
+        current_replicas: Some(snap.replicas),
+        recommended_replicas: Some(rec.replicas),
+        desired_replicas: Some(safe.replicas),
+        current_resources: f
+            .info
+            .containers
+            .iter()
+            .map(|c| ContainerResources {
+                name: c.name.clone(),
+                requests: c.requests.into(),
+                limits: c.limits.into(),
+            })
+            .collect(),
+        recommended_resources: resources_status(&rec.containers),
+        desired_resources: resources_status(&safe.containers),
+        source: Some(rec.source),
+        rationale: rec.rationale.chars().take(1024).collect(),
+        guardrail_notes: notes,
+        missing_inputs: snap.missing.clone(),
+        last_scale_time,
+        last_resize_time,
+        last_decision_time: rfc3339(now),
+        guard_state: GuardStateStatus::from(&state),
+        conditions: conditions::merge(
+            prev.map(|p| p.conditions.as_slice()).unwrap_or(&[]),
+            &wanted,
+            ipa.metadata.generation,
+            jiff::Timestamp::now(),
+        ),
+    };
+    GroupOutcome {
+        status,
+        changes,
+        apply_failed,
+        agent_error,
+    }
+}
+
+/// Writes to Deployments are attributed to us (managedFields), never forced over someone else's fields.
+fn write_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(MANAGER.into()),
+        ..PatchParams::default()
+    }
+}
+
+fn failed_write(ctx: &Context, e: &kube::Error, what: &'static str) -> Want {
+    if crate::error::is_conflict(e) {
+        ctx.metrics.change("conflict");
+        info!(
+            what,
+            "deployment changed concurrently; deciding again next cycle"
+        );
+        Want::new(
+            conditions::APPLIED,
+            false,
+            "Conflict",
+            format!("{what}: the Deployment changed concurrently; deciding again next cycle"),
+        )
+    } else {
+        warn!(what, error = %e, "applying failed");
+        Want::new(
+            conditions::APPLIED,
+            false,
+            "ApplyFailed",
+            format!("{what}: {e}"),
+        )
+    }
+}
+
+async fn publish(
+    ctx: &Context,
+    deployment: &Deployment,
+    reason: &str,
+    action: &str,
+    what: &str,
+    rec: &Recommendation,
+) {
+    let note: String = format!("{what} (source {}): {}", rec.source.as_str(), rec.rationale)
+        .chars()
+        .take(1000)
+        .collect();
+    let event = Event {
+        type_: EventType::Normal,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
+    ctx.metrics.kube_request("create");
+    if let Err(e) = ctx
+        .recorder
+        .publish(&event, &deployment.object_ref(&()))
+        .await
+    {
+        warn!(error = %e, "could not publish event");
+    }
+}
+
+fn ipa_status(
+    ipa: &IPA,
+    previous: &IpaStatus,
+    outcomes: &[GroupOutcome],
+    metric_errors: &[String],
+    now: i64,
+) -> IpaStatus {
+    let spec = &ipa.spec.metadata;
+    let listed = outcomes.len();
+    let groups: Vec<GroupStatus> = outcomes.iter().map(|o| o.status.clone()).collect();
+    let found = groups
+        .iter()
+        .filter(|g| conditions::is_true(&g.conditions, conditions::TARGET_FOUND))
+        .count();
+    let not_found: Vec<String> = groups
+        .iter()
+        .filter(|g| !conditions::is_true(&g.conditions, conditions::TARGET_FOUND))
+        .map(|g| format!("{}/{}", g.namespace, g.deployment))
+        .collect();
+    let metrics_missing: Vec<String> = groups
+        .iter()
+        .filter(|g| {
+            g.current_replicas.is_some()
+                && !conditions::is_true(&g.conditions, conditions::METRICS_AVAILABLE)
+        })
+        .map(|g| format!("{}/{}", g.namespace, g.deployment))
+        .collect();
+    let agent_errors: Vec<&str> = outcomes
+        .iter()
+        .filter_map(|o| o.agent_error.as_deref())
+        .collect();
+    let apply_failed = outcomes.iter().filter(|o| o.apply_failed).count();
+    let changes: Vec<&str> = outcomes
+        .iter()
+        .flat_map(|o| o.changes.iter().map(String::as_str))
+        .collect();
+
+    let mut wanted = Vec::new();
+    wanted.push(if not_found.is_empty() {
+        Want::new(
+            conditions::TARGET_FOUND,
+            true,
+            "AllFound",
+            format!("{found} target(s) found"),
+        )
+    } else {
+        Want::new(
+            conditions::TARGET_FOUND,
+            false,
+            "TargetsMissing",
+            format!("not found: {}", not_found.join(", ")),
+        )
+    });
+    wanted.push(if metrics_missing.is_empty() && metric_errors.is_empty() {
+        Want::new(
+            conditions::METRICS_AVAILABLE,
+            true,
+            "Collected",
+            "every query answered",
+        )
+    } else {
+        let mut msg = Vec::new();
+        if !metric_errors.is_empty() {
+            msg.push(metric_errors.join("; "));
+        }
+        if !metrics_missing.is_empty() {
+            msg.push(format!("inputs missing for {}", metrics_missing.join(", ")));
+        }
+        Want::new(
+            conditions::METRICS_AVAILABLE,
+            false,
+            if metric_errors.is_empty() {
+                "MissingInputs"
+            } else {
+                "QueryFailed"
+            },
+            msg.join("; "),
+        )
+    });
+    wanted.push(if spec.llm_agent.trim().is_empty() {
+        Want::new(
+            conditions::AGENT_AVAILABLE,
+            true,
+            "BuiltinRecommender",
+            "no agent configured; built-in recommender",
+        )
+    } else if let Some(e) = agent_errors.first() {
+        Want::new(
+            conditions::AGENT_AVAILABLE,
+            false,
+            "AgentFailed",
+            format!("{e}; built-in recommender used as fallback"),
+        )
+    } else {
+        Want::new(
+            conditions::AGENT_AVAILABLE,
+            true,
+            "Answered",
+            "agent answered",
+        )
+    });
+    let ready = not_found.is_empty() && apply_failed == 0 && found > 0;
+    wanted.push(Want::new(
+        conditions::READY,
+        ready,
+        if ready {
+            "Reconciled"
+        } else if found == 0 {
+            "NoTargets"
+        } else {
+            "Degraded"
+        },
+        format!("{found}/{listed} targets served, {apply_failed} write(s) failed"),
+    ));
+
+    let last_decision = if changes.is_empty() {
+        let sources: BTreeSet<&str> = groups
+            .iter()
+            .filter_map(|g| g.source.map(Source::as_str))
+            .collect();
+        format!(
+            "no change ({})",
+            sources.into_iter().collect::<Vec<_>>().join(",")
+        )
+    } else {
+        let mut text = changes.join("; ");
+        if text.len() > 200 {
+            text = format!("{} change(s)", changes.len());
+        }
+        text
+    };
+    IpaStatus {
+        observed_generation: ipa.metadata.generation,
+        targets: format!("{found}/{listed}"),
+        mode: spec.mode.unwrap_or_default().as_str().into(),
+        last_decision,
+        last_reconcile_time: rfc3339(now),
+        conditions: conditions::merge(
+            &previous.conditions,
+            &wanted,
+            ipa.metadata.generation,
+            jiff::Timestamp::now(),
+        ),
+        groups,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cadence_is_the_interval_unless_the_spec_changed() {
+        let status = IpaStatus {
+            observed_generation: Some(3),
+            last_reconcile_time: rfc3339(1000),
+            ..IpaStatus::default()
+        };
+        let i = Duration::from_secs(60);
+        assert_eq!(not_due_for(Some(&status), Some(3), i, 1010), Some(50));
+        assert_eq!(not_due_for(Some(&status), Some(3), i, 1059), None);
+        assert_eq!(not_due_for(Some(&status), Some(4), i, 1010), None);
+        assert_eq!(not_due_for(None, Some(3), i, 1010), None);
+    }
+
+    #[test]
+    fn events_are_deduplicated_and_filtered() {
+        let ev = |object: &str, reason: &str, msg: &str, count: i32, at: i64| CoreEvent {
+            involved_object: k8s_openapi::api::core::v1::ObjectReference {
+                name: Some(object.into()),
+                ..Default::default()
+            },
+            reason: Some(reason.into()),
+            message: Some(msg.replace("{}", object)),
+            count: Some(count),
+            type_: Some("Warning".into()),
+            last_timestamp: jiff::Timestamp::from_second(at)
+                .ok()
+                .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
+            ..Default::default()
+        };
+        let events = vec![
+            ev("app-1-a", "OOMKilling", "container in {} killed", 1, 100),
+            ev("app-1-b", "OOMKilling", "container in {} killed", 2, 120),
+            ev("other-1-a", "OOMKilling", "x", 1, 120),
+            ev("app-1-a", "Old", "old", 1, 10),
+        ];
+        let objects: BTreeSet<String> = ["app-1-a".to_string(), "app-1-b".to_string()].into();
+        let out = events_for(&events, "app", &objects, 50);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].count, 3);
+        assert_eq!(out[0].last_seen, 120);
+        assert_eq!(out[0].message, "container in <pod> killed");
+    }
+}
