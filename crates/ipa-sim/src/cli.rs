@@ -503,6 +503,12 @@ mod tests {
     }
 
     #[test]
+    fn errors_can_cross_threads_for_anyhow() {
+        fn assert_send_sync<T: Send + Sync + 'static + std::error::Error>() {}
+        assert_send_sync::<CliError>();
+    }
+
+    #[test]
     fn ratios_and_targets() {
         let scores = [
             score("a", "ipa", 11.0, 2, 1),

@@ -463,6 +463,39 @@ mod tests {
         assert_eq!(c.step(30.0, 1.0).ready_pods, 1);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn served_plus_dropped_is_demand(
+            replicas in 1u32..12,
+            cpu_millis in 10u64..4000,
+            memory_mib in 16u64..512,
+            demands in proptest::collection::vec(0.0f64..5000.0, 1..40),
+            resize_at in 0usize..40,
+        ) {
+            let mut c = Cluster::new(ClusterConfig::default(), replicas, template(1000), 0.0);
+            let small = PodTemplate {
+                cpu_request: CpuMillis(cpu_millis),
+                cpu_limit: Some(CpuMillis(cpu_millis)),
+                memory_request: Bytes::from_mib(memory_mib),
+                memory_limit: Some(Bytes::from_mib(memory_mib)),
+            };
+            for (k, &d) in demands.iter().enumerate() {
+                let t = k as f64 * 15.0;
+                let out = c.step(t, d);
+                proptest::prop_assert!((out.served_rps + out.dropped_rps - out.demand_rps).abs() <= 1e-9 * d.max(1.0));
+                proptest::prop_assert!(out.served_rps >= 0.0 && out.dropped_rps >= 0.0);
+                proptest::prop_assert!(out.ready_pods <= out.total_pods);
+                proptest::prop_assert!(out.total_pods <= c.replicas() + 1);
+                let action = if k == resize_at {
+                    Action { template: Some(small), replicas: Some(replicas + 1), in_place: false }
+                } else {
+                    Action::default()
+                };
+                let _ = c.apply(&action, t);
+            }
+        }
+    }
+
     #[test]
     fn no_limit_uses_the_burst_allowance() {
         let t = PodTemplate {

@@ -23,6 +23,8 @@ pub struct Oracle {
     target: f64,
     min_replicas: u32,
     max_replicas: u32,
+    /// The largest pod CPU request IPA's policy allows (`Policy::default().resolve().max_cpu`, 64 cores).
+    max_pod_cpu_cores: f64,
     cpu_limit_ratio: Option<f64>,
     memory_limit_ratio: Option<f64>,
 }
@@ -53,6 +55,7 @@ impl Oracle {
             target: settings.target_utilization,
             min_replicas: settings.cluster.min_replicas,
             max_replicas: settings.cluster.max_replicas,
+            max_pod_cpu_cores: ipa_core::Policy::default().resolve().max_cpu.as_cores(),
             cpu_limit_ratio: ratio(
                 t.cpu_limit.map(CpuMillis::as_cores),
                 t.cpu_request.as_cores(),
@@ -74,7 +77,8 @@ impl Oracle {
             .clamp(self.min_replicas, self.max_replicas.max(self.min_replicas));
         let sharing = serving_pods.map_or(replicas, |ready| ready.clamp(1, replicas.max(1)));
         let per_pod_rps = demand_rps / f64::from(sharing.max(1));
-        let cpu = (self.model.cpu_demand_cores(per_pod_rps) / self.target).max(MIN_CPU_CORES);
+        let cpu = (self.model.cpu_demand_cores(per_pod_rps) / self.target)
+            .clamp(MIN_CPU_CORES, self.max_pod_cpu_cores);
         let memory = self.model.memory_bytes(per_pod_rps).max(MIN_MEMORY_BYTES);
         let template = PodTemplate {
             cpu_request: CpuMillis::from_cores_f64(cpu),
