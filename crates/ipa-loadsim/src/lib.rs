@@ -4,7 +4,8 @@
 //! with the application model shared with the offline simulator, and exposes what cAdvisor, ingress-nginx and
 //! node-exporter would for Prometheus to scrape. An OOM kill becomes an Event and a restart.
 //!
-//! HTTP: `GET /metrics`, `GET /load`, `PUT /load` (a [`load::LoadRequest`]), `GET /healthz`.
+//! HTTP: `GET /metrics`, `GET /load`, `PUT /load` (a [`load::LoadRequest`]),
+//! `DELETE /load?namespace=..&deployment=..`, `GET /healthz`.
 
 pub mod cluster;
 pub mod load;
@@ -19,7 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -190,7 +191,7 @@ pub async fn run(args: LoadsimArgs) -> Result<(), Error> {
     tracing::info!(addr = %args.listen, ?config, "load simulator listening");
     let app = axum::Router::new()
         .route("/metrics", get(get_metrics))
-        .route("/load", get(get_load).put(put_load))
+        .route("/load", get(get_load).put(put_load).delete(delete_load))
         .route("/healthz", get(healthz))
         .with_state(Arc::clone(&state));
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
@@ -359,6 +360,35 @@ async fn put_load(
         .insert(id.clone(), entry.clone());
     let sim = state.sim.lock().unwrap_or_else(PoisonError::into_inner);
     Json(target_view(&id, Some(&entry), &sim, now)).into_response()
+}
+
+/// Which target `DELETE /load` removes.
+#[derive(Debug, serde::Deserialize)]
+struct TargetQuery {
+    namespace: String,
+    deployment: String,
+}
+
+#[tracing::instrument(skip(state))]
+async fn delete_load(
+    State(state): State<Arc<AppState>>,
+    Query(target): Query<TargetQuery>,
+) -> StatusCode {
+    let id = DeploymentId {
+        namespace: target.namespace,
+        deployment: target.deployment,
+    };
+    let removed = state
+        .loads
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&id);
+    if removed.is_some() {
+        tracing::info!("load removed");
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::NOT_FOUND
+    }
 }
 
 fn bad_request(err: &LoadError) -> Response {

@@ -1,0 +1,437 @@
+//! End-to-end test of the test bed itself (`make testbed-up` first; `make test` does it): the seed's test
+//! application is created the way its article does, its pods run on KWOK's fake nodes, every PromQL query the
+//! seed's controller sends returns data for it, a load step through the load simulator shows in CPU and request
+//! rate within three scrape intervals, and scaling changes the pod count, the per-pod CPU split and
+//! `kube_deployment_spec_replicas`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use ipa_sim::model::AppModel;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+const NAMESPACE: &str = "ipaapp";
+const DEPLOYMENT: &str = "testapp";
+const INGRESS: &str = "testappingress";
+const POD_SELECTOR: &str = r#"namespace="ipaapp",pod=~"testapp-.*""#;
+
+fn env(name: &str) -> TestResult<String> {
+    std::env::var(name).map_err(|_| {
+        format!("{name} is not set: run `make testbed-up` and source testbed/.env").into()
+    })
+}
+
+struct Bed {
+    client: Client,
+    http: reqwest::Client,
+    prometheus: String,
+    loadsim: String,
+    scrape: Duration,
+}
+
+/// One sample of an instant-query result: labels and value.
+type Sample = (BTreeMap<String, String>, f64);
+
+impl Bed {
+    async fn connect() -> TestResult<Self> {
+        env("KUBECONFIG")?;
+        let scrape = std::env::var("TESTBED_SCRAPE_INTERVAL").unwrap_or_else(|_| "2s".into());
+        let scrape_seconds: f64 = scrape.trim_end_matches('s').parse()?;
+        Ok(Self {
+            client: Client::try_default().await?,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()?,
+            prometheus: env("PROMETHEUS_URL")?,
+            loadsim: env("LOADSIM_URL")?,
+            scrape: Duration::from_secs_f64(scrape_seconds),
+        })
+    }
+
+    async fn query(&self, promql: &str) -> TestResult<Vec<Sample>> {
+        let body: Value = self
+            .http
+            .get(format!("{}/api/v1/query", self.prometheus))
+            .query(&[("query", promql)])
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let results = body["data"]["result"]
+            .as_array()
+            .ok_or_else(|| format!("bad answer to {promql}: {body}"))?;
+        let mut samples = Vec::new();
+        for r in results {
+            let labels = serde_json::from_value(r["metric"].clone())?;
+            let value: f64 = r["value"][1].as_str().ok_or("no value")?.parse()?;
+            samples.push((labels, value));
+        }
+        Ok(samples)
+    }
+
+    async fn put_load(&self, body: Value) -> TestResult<Value> {
+        let response = self
+            .http
+            .put(format!("{}/load", self.loadsim))
+            .json(&body)
+            .send()
+            .await?;
+        let status = response.status();
+        let text = response.text().await?;
+        if !status.is_success() {
+            return Err(format!("PUT /load {body}: {status} {text}").into());
+        }
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    async fn running_pods(&self) -> TestResult<Vec<String>> {
+        let pods = Api::<Pod>::namespaced(self.client.clone(), NAMESPACE)
+            .list(&ListParams::default().labels("app=testapp"))
+            .await?;
+        Ok(pods
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .filter_map(|p| p.metadata.name)
+            .collect())
+    }
+}
+
+/// Polls `check` until it returns `Some` or `timeout` passes; the error names `what` and the last state seen.
+async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> TestResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = TestResult<Result<T, String>>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match check().await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(state)) => state,
+            Err(err) => format!("error: {err}"),
+        };
+        if Instant::now() > deadline {
+            return Err(
+                format!("timed out after {timeout:?} waiting for {what}; last: {last}").into(),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn delete_namespace(client: &Client) -> TestResult {
+    let namespaces = Api::<Namespace>::all(client.clone());
+    if namespaces.get_opt(NAMESPACE).await?.is_none() {
+        return Ok(());
+    }
+    namespaces
+        .delete(NAMESPACE, &DeleteParams::foreground())
+        .await?;
+    wait_for("namespace deletion", Duration::from_secs(90), || async {
+        Ok(match namespaces.get_opt(NAMESPACE).await? {
+            None => Ok(()),
+            Some(_) => Err("still there".to_owned()),
+        })
+    })
+    .await
+}
+
+/// The article's commands: `kubectl create namespace ipaapp`, `kubectl create deployment testapp
+/// --image=shafinhasnat/cpuload --replicas=1 --port=8080`, `kubectl expose ... --name=testappsvc --port=8001
+/// --target-port=8080`, `kubectl create ingress testappingress --class=nginx --rule=cpuload.shafinhasnat.me/*=...:8001`.
+/// (The article exposes and routes to a `cpuload` Service that its own commands never create; here the Ingress
+/// routes to `testappsvc`, which is what the article means.)
+async fn create_test_app(client: &Client) -> TestResult {
+    let pp = PostParams::default();
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &pp,
+            &serde_json::from_value(json!({"metadata": {"name": NAMESPACE}}))?,
+        )
+        .await?;
+    let deployment = json!({
+        "metadata": {"name": DEPLOYMENT, "labels": {"app": DEPLOYMENT}},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": DEPLOYMENT}},
+            "template": {
+                "metadata": {"labels": {"app": DEPLOYMENT}},
+                "spec": {"containers": [{"name": "cpuload", "image": "shafinhasnat/cpuload",
+                                          "ports": [{"containerPort": 8080}]}]},
+            },
+        },
+    });
+    Api::<Deployment>::namespaced(client.clone(), NAMESPACE)
+        .create(&pp, &serde_json::from_value(deployment)?)
+        .await?;
+    let service = json!({
+        "metadata": {"name": "testappsvc"},
+        "spec": {"type": "ClusterIP", "selector": {"app": DEPLOYMENT},
+                 "ports": [{"port": 8001, "targetPort": 8080, "protocol": "TCP"}]},
+    });
+    Api::<Service>::namespaced(client.clone(), NAMESPACE)
+        .create(&pp, &serde_json::from_value(service)?)
+        .await?;
+    let ingress = json!({
+        "metadata": {"name": INGRESS},
+        "spec": {"ingressClassName": "nginx", "rules": [{"host": "cpuload.shafinhasnat.me", "http": {"paths": [{
+            "path": "/", "pathType": "Prefix",
+            "backend": {"service": {"name": "testappsvc", "port": {"number": 8001}}},
+        }]}}]},
+    });
+    Api::<Ingress>::namespaced(client.clone(), NAMESPACE)
+        .create(&pp, &serde_json::from_value(ingress)?)
+        .await?;
+    Ok(())
+}
+
+async fn scale(bed: &Bed, replicas: i32) -> TestResult {
+    Api::<Deployment>::namespaced(bed.client.clone(), NAMESPACE)
+        .patch_scale(
+            DEPLOYMENT,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Waits until `replicas` pods run, `kube_deployment_spec_replicas` says so, and Prometheus has CPU series for
+/// exactly those pods, each near `expected_cores` (the model's share of the load); returns the per-pod cores.
+async fn wait_for_split(bed: &Bed, replicas: usize, expected_cores: f64) -> TestResult<Vec<f64>> {
+    wait_for(
+        &format!("{replicas} running pods"),
+        Duration::from_secs(60),
+        || async {
+            let pods = bed.running_pods().await?;
+            Ok(if pods.len() == replicas {
+                Ok(())
+            } else {
+                Err(format!("{pods:?}"))
+            })
+        },
+    )
+    .await?;
+    let spec = format!(
+        r#"kube_deployment_spec_replicas{{namespace="{NAMESPACE}",deployment="{DEPLOYMENT}"}}"#
+    );
+    wait_for(
+        "kube_deployment_spec_replicas to follow",
+        Duration::from_secs(30),
+        || async {
+            let samples = bed.query(&spec).await?;
+            Ok(match samples.as_slice() {
+                [(_, v)] if *v == replicas as f64 => Ok(()),
+                other => Err(format!("{other:?}")),
+            })
+        },
+    )
+    .await?;
+    let cpu = format!("irate(container_cpu_usage_seconds_total{{{POD_SELECTOR}}}[1m])");
+    wait_for(
+        &format!("CPU split over {replicas} pods"),
+        Duration::from_secs(90),
+        || async {
+            let running = bed.running_pods().await?;
+            let samples = bed.query(&cpu).await?;
+            let per_pod: Vec<f64> = samples
+                .iter()
+                .filter(|(labels, _)| labels.get("pod").is_some_and(|p| running.contains(p)))
+                .map(|(_, v)| *v)
+                .collect();
+            let near = |v: f64| (v - expected_cores).abs() <= 0.1 * expected_cores;
+            Ok(
+                if per_pod.len() == replicas
+                    && samples.len() == replicas
+                    && per_pod.iter().all(|v| near(*v))
+                {
+                    Ok(per_pod)
+                } else {
+                    Err(format!(
+                        "expected {replicas} × {expected_cores:.3} cores, got {samples:?}"
+                    ))
+                },
+            )
+        },
+    )
+    .await
+}
+
+async fn scenario(bed: &Bed) -> TestResult {
+    let model = AppModel::default();
+    create_test_app(&bed.client).await?;
+    wait_for(
+        "the test app's pod to run",
+        Duration::from_secs(60),
+        || async {
+            let pods = bed.running_pods().await?;
+            Ok(if pods.len() == 1 {
+                Ok(())
+            } else {
+                Err(format!("{pods:?}"))
+            })
+        },
+    )
+    .await?;
+
+    // A base load; the Ingress is found through the Service (not given).
+    let base_rps = 10.0;
+    let answer = bed
+        .put_load(json!({"namespace": NAMESPACE, "deployment": DEPLOYMENT, "rps": base_rps}))
+        .await?;
+    assert_eq!(answer["current_rps"], json!(base_rps), "{answer}");
+
+    // Every query the seed's controller sends returns data for the app.
+    let seed_queries = [
+        format!(
+            r#"kube_deployment_spec_replicas{{namespace="{NAMESPACE}",deployment="{DEPLOYMENT}"}}"#
+        ),
+        format!(
+            r#"kube_deployment_status_replicas{{namespace="{NAMESPACE}",deployment="{DEPLOYMENT}"}}"#
+        ),
+        format!("rate(container_cpu_usage_seconds_total{{{POD_SELECTOR}}}[1m])"),
+        format!("container_memory_usage_bytes{{{POD_SELECTOR}}}"),
+        format!("container_memory_working_set_bytes{{{POD_SELECTOR}}}"),
+        "node_memory_MemAvailable_bytes".to_owned(),
+        format!(
+            r#"rate(nginx_ingress_controller_requests{{namespace="{NAMESPACE}",ingress="{INGRESS}"}}[1m])"#
+        ),
+        format!(r#"kube_pod_container_status_restarts_total{{{POD_SELECTOR}}}"#),
+    ];
+    for q in &seed_queries {
+        wait_for(
+            &format!("data for {q}"),
+            Duration::from_secs(60),
+            || async {
+                let samples = bed.query(q).await?;
+                Ok(if samples.is_empty() {
+                    Err("empty".to_owned())
+                } else {
+                    Ok(())
+                })
+            },
+        )
+        .await?;
+    }
+    let nodes = bed.query("node_memory_MemAvailable_bytes").await?;
+    let expected_nodes: usize = std::env::var("TESTBED_NODES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3);
+    assert_eq!(
+        nodes.len(),
+        expected_nodes,
+        "one node_memory_MemAvailable_bytes per node: {nodes:?}"
+    );
+
+    // Steady at the base load (the pod serves once past its start-up delay).
+    let cpu_irate = format!("sum(irate(container_cpu_usage_seconds_total{{{POD_SELECTOR}}}[1m]))");
+    let requests_irate = format!(
+        r#"sum(irate(nginx_ingress_controller_requests{{namespace="{NAMESPACE}",ingress="{INGRESS}",status="200"}}[1m]))"#
+    );
+    let base_cores = model.cpu_demand_cores(base_rps);
+    wait_for("CPU at the base load", Duration::from_secs(60), || async {
+        let cpu = bed.query(&cpu_irate).await?;
+        Ok(match cpu.as_slice() {
+            [(_, v)] if (v - base_cores).abs() < 0.1 * base_cores => Ok(()),
+            other => Err(format!("{other:?}, want {base_cores}")),
+        })
+    })
+    .await?;
+
+    // The load step shows in CPU and request rate within three scrape intervals.
+    let step_rps = 60.0;
+    let step_cores = model.cpu_demand_cores(step_rps);
+    bed.put_load(json!({"namespace": NAMESPACE, "deployment": DEPLOYMENT, "rps": step_rps, "ingress": INGRESS}))
+        .await?;
+    let stepped = Instant::now();
+    let budget = bed.scrape * 3;
+    wait_for(
+        "the load step in CPU and request rate",
+        budget + Duration::from_secs(1),
+        || async {
+            let cpu = bed.query(&cpu_irate).await?;
+            let requests = bed.query(&requests_irate).await?;
+            let cpu_up = cpu
+                .first()
+                .is_some_and(|(_, v)| *v > (base_cores + step_cores) / 2.0);
+            let requests_up = requests
+                .first()
+                .is_some_and(|(_, v)| *v > (base_rps + step_rps) / 2.0);
+            Ok(if cpu_up && requests_up {
+                Ok(())
+            } else {
+                Err(format!("cpu {cpu:?} requests {requests:?}"))
+            })
+        },
+    )
+    .await?;
+    let took = stepped.elapsed();
+    println!(
+        "load step visible after {took:?} (scrape interval {:?})",
+        bed.scrape
+    );
+    assert!(
+        took <= budget + Duration::from_millis(500),
+        "step took {took:?} > 3 scrape intervals"
+    );
+
+    // Scaling out splits the load; scaling back concentrates it; kube_deployment_spec_replicas follows.
+    let single = wait_for_split(bed, 1, step_cores).await?;
+    scale(bed, 3).await?;
+    let three = wait_for_split(bed, 3, model.cpu_demand_cores(step_rps / 3.0)).await?;
+    println!("per-pod CPU: 1 pod {single:?}, 3 pods {three:?}");
+    assert!(
+        three.iter().all(|v| *v < single[0] / 2.0),
+        "the load is split: {single:?} vs {three:?}"
+    );
+    scale(bed, 2).await?;
+    wait_for_split(bed, 2, model.cpu_demand_cores(step_rps / 2.0)).await?;
+
+    let status: Value = bed
+        .http
+        .get(format!("{}/load", bed.loadsim))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let target = status
+        .as_array()
+        .and_then(|targets| {
+            targets
+                .iter()
+                .find(|t| t["namespace"] == NAMESPACE && t["deployment"] == DEPLOYMENT)
+        })
+        .ok_or_else(|| format!("GET /load lacks the target: {status}"))?;
+    assert_eq!(target["status"]["serving_pods"], json!(2), "{target}");
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs the test bed (make test)"]
+async fn testbed_serves_the_seed_test_app() -> TestResult {
+    let bed = Bed::connect().await?;
+    delete_namespace(&bed.client).await?;
+    let outcome = scenario(&bed).await;
+    // Clean up whatever happened: no load, no app.
+    let reset = bed
+        .http
+        .delete(format!("{}/load", bed.loadsim))
+        .query(&[("namespace", NAMESPACE), ("deployment", DEPLOYMENT)])
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status);
+    let deleted = delete_namespace(&bed.client).await;
+    outcome?;
+    reset?;
+    deleted
+}
