@@ -298,6 +298,13 @@ impl Simulation {
             statuses.insert(id.clone(), status);
         }
         self.deployments = statuses;
+        // An Ingress no Deployment routes to any more (deleted, or its load removed) stops being exported.
+        self.requests.retain(|id, _| {
+            demand.iter().any(|(d, demand)| {
+                d.namespace == id.namespace
+                    && demand.ingress.as_deref() == Some(id.ingress.as_str())
+            })
+        });
 
         for state in self.pods.values_mut() {
             state.cpu_seconds_total += state.cpu_cores * dt;
@@ -494,5 +501,8 @@ mod tests {
             ingress: "testappingress".into(),
         }];
         assert_eq!((counters.served, counters.dropped), (0.0, 20.0));
+        // Without demand for it (the Deployment and its Ingress are gone) the series goes away.
+        sim.step(11.0, 1.0, &[], &nodes(), &BTreeMap::new());
+        assert!(sim.requests().is_empty());
     }
 }
