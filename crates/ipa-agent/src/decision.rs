@@ -1,0 +1,352 @@
+//! The decision log: a bounded in-memory ring (dashboard, `/api/decisions`), a broadcast for `/events`, the
+//! seed-style `llm.log` (prompt and reply per decision) and, with `DUMP_DATASET`, a JSONL dataset.
+//!
+//! Files are opened in append mode and each record is written with a single `write` of a complete line, so
+//! concurrent writers never interleave within a line and a crash loses at most the line being written — unlike
+//! the seed, which rewrote its whole dataset file on every call.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ipa_core::{Recommendation, TargetRef};
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::Error;
+use crate::engine::{Attempt, Outcome};
+
+/// Which protocol a decision came in through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Route {
+    /// `POST /v1/recommend`
+    V1,
+    /// `POST /askllm` or `/llmagent`
+    Seed,
+}
+
+/// One decision, as shown on the dashboard and returned by `/api/decisions`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DecisionRecord {
+    pub id: u64,
+    /// Unix milliseconds.
+    pub at_ms: i64,
+    pub target: TargetRef,
+    pub route: Route,
+    pub provider: String,
+    pub current_replicas: u32,
+    /// The snapshot in the prompt's words (the data part of the prompt).
+    pub snapshot_summary: String,
+    pub prompt_system: String,
+    pub prompt_user: String,
+    pub attempts: Vec<Attempt>,
+    pub recommendation: Recommendation,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_reason: Option<String>,
+}
+
+impl DecisionRecord {
+    pub fn from_outcome(
+        id: u64,
+        at_ms: i64,
+        route: Route,
+        provider: &str,
+        target: TargetRef,
+        current_replicas: u32,
+        outcome: &Outcome,
+    ) -> Self {
+        Self {
+            id,
+            at_ms,
+            target,
+            route,
+            provider: provider.to_string(),
+            current_replicas,
+            snapshot_summary: outcome.prompt.user.clone(),
+            prompt_system: outcome.prompt.system.clone(),
+            prompt_user: outcome.prompt.user.clone(),
+            attempts: outcome.attempts.clone(),
+            recommendation: outcome.recommendation.clone(),
+            fallback_reason: outcome.fallback_reason.clone(),
+        }
+    }
+
+    /// The reply the decision rests on: the last raw model reply, or the recommendation in reply form.
+    pub fn output_text(&self) -> String {
+        self.attempts
+            .iter()
+            .rev()
+            .find_map(|a| a.reply.clone())
+            .filter(|_| self.fallback_reason.is_none())
+            .unwrap_or_else(|| ipa_core::reply::to_reply_json(&self.recommendation).to_string())
+    }
+}
+
+/// The log. Cheap to share (`Arc`).
+#[derive(Debug)]
+pub struct DecisionLog {
+    ring: Mutex<VecDeque<Arc<DecisionRecord>>>,
+    capacity: usize,
+    next_id: AtomicU64,
+    events: broadcast::Sender<Arc<DecisionRecord>>,
+    llm_log: Option<(PathBuf, Mutex<File>)>,
+    dataset: Option<(PathBuf, Mutex<File>)>,
+}
+
+fn open_append(path: &Path) -> Result<File, Error> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|source| Error::Open {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+impl DecisionLog {
+    pub fn new(
+        capacity: usize,
+        llm_log: Option<&Path>,
+        dataset: Option<&Path>,
+    ) -> Result<Self, Error> {
+        let (events, _) = broadcast::channel(256);
+        Ok(Self {
+            ring: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
+            capacity: capacity.max(1),
+            next_id: AtomicU64::new(1),
+            events,
+            llm_log: llm_log
+                .map(|p| open_append(p).map(|f| (p.to_path_buf(), Mutex::new(f))))
+                .transpose()?,
+            dataset: dataset
+                .map(|p| open_append(p).map(|f| (p.to_path_buf(), Mutex::new(f))))
+                .transpose()?,
+        })
+    }
+
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<DecisionRecord>> {
+        self.events.subscribe()
+    }
+
+    /// Records a decision everywhere it goes. File errors are logged, not returned: a full disk must not stop
+    /// recommendations.
+    pub fn record(&self, record: DecisionRecord) -> Arc<DecisionRecord> {
+        let record = Arc::new(record);
+        if let Some((path, file)) = &self.llm_log {
+            append_line(path, file, &llm_log_entry(&record));
+        }
+        if let Some((path, file)) = &self.dataset {
+            let line = serde_json::json!({
+                "input": format!("{}\n\n{}", record.prompt_system, record.prompt_user),
+                "output": record.output_text(),
+                "target": record.target,
+                "source": record.recommendation.source,
+                "model": record.recommendation.model,
+                "timestamp_ms": record.at_ms,
+            });
+            append_line(path, file, &format!("{line}\n"));
+        }
+        if let Ok(mut ring) = self.ring.lock() {
+            if ring.len() == self.capacity {
+                ring.pop_front();
+            }
+            ring.push_back(Arc::clone(&record));
+        }
+        // No subscribers is fine.
+        let _ = self.events.send(Arc::clone(&record));
+        record
+    }
+
+    /// Newest first, skipping `offset`, at most `limit`, optionally only one target.
+    pub fn page(
+        &self,
+        offset: usize,
+        limit: usize,
+        target: Option<&str>,
+    ) -> (usize, Vec<Arc<DecisionRecord>>) {
+        let Ok(ring) = self.ring.lock() else {
+            return (0, Vec::new());
+        };
+        let matching = |r: &&Arc<DecisionRecord>| target.is_none_or(|t| r.target.to_string() == t);
+        let total = ring.iter().filter(matching).count();
+        let items = ring
+            .iter()
+            .rev()
+            .filter(matching)
+            .skip(offset)
+            .take(limit)
+            .cloned()
+            .collect();
+        (total, items)
+    }
+
+    /// Every record, oldest first.
+    pub fn all(&self) -> Vec<Arc<DecisionRecord>> {
+        self.ring
+            .lock()
+            .map(|r| r.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+fn append_line(path: &Path, file: &Mutex<File>, line: &str) {
+    let result = match file.lock() {
+        // One write call per complete line: O_APPEND makes it land whole at the end of the file.
+        Ok(mut f) => f.write_all(line.as_bytes()),
+        Err(_) => return,
+    };
+    if let Err(e) = result {
+        tracing::error!(path = %path.display(), error = %e, "cannot append to the decision log");
+    }
+}
+
+fn llm_log_entry(r: &DecisionRecord) -> String {
+    let rec = &r.recommendation;
+    let mut s = format!(
+        "=== {} {} route={:?} provider={} source={} model={} latency_ms={} tokens={}+{}\n--- prompt\n{}\n\n{}\n",
+        format_rfc3339(r.at_ms),
+        r.target,
+        r.route,
+        r.provider,
+        rec.source.as_str(),
+        rec.model.as_deref().unwrap_or("-"),
+        rec.latency_ms.unwrap_or(0),
+        rec.prompt_tokens.unwrap_or(0),
+        rec.completion_tokens.unwrap_or(0),
+        r.prompt_system,
+        r.prompt_user,
+    );
+    for (i, a) in r.attempts.iter().enumerate() {
+        s.push_str(&format!(
+            "--- reply {} ({} ms)\n{}\n",
+            i + 1,
+            a.latency_ms,
+            a.reply.as_deref().unwrap_or("(none)")
+        ));
+        if let Some(e) = &a.error {
+            s.push_str(&format!("--- rejected: {e}\n"));
+        }
+    }
+    s.push_str(&format!(
+        "--- result\n{}\n",
+        serde_json::to_string(rec).unwrap_or_default()
+    ));
+    s
+}
+
+/// Unix milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC), without a date-time dependency.
+pub fn format_rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipa_core::Source;
+    use ipa_core::prompt::Prompt;
+
+    fn record(log: &DecisionLog, deployment: &str) -> DecisionRecord {
+        let outcome = Outcome {
+            recommendation: Recommendation::new(2, Source::Builtin),
+            prompt: Prompt {
+                system: "sys".into(),
+                user: "user".into(),
+            },
+            attempts: Vec::new(),
+            fallback_reason: None,
+            provider_errors: Vec::new(),
+        };
+        DecisionRecord::from_outcome(
+            log.next_id(),
+            0,
+            Route::V1,
+            "builtin",
+            TargetRef {
+                namespace: "ns".into(),
+                deployment: deployment.into(),
+            },
+            1,
+            &outcome,
+        )
+    }
+
+    #[test]
+    fn ring_is_bounded_and_pages_newest_first() -> Result<(), Error> {
+        let log = DecisionLog::new(3, None, None)?;
+        for d in ["a", "b", "a", "b", "a"] {
+            log.record(record(&log, d));
+        }
+        let (total, page) = log.page(0, 10, None);
+        assert_eq!(total, 3);
+        assert_eq!(page.iter().map(|r| r.id).collect::<Vec<_>>(), vec![5, 4, 3]);
+        let (total, page) = log.page(1, 1, Some("ns/a"));
+        assert_eq!((total, page.len(), page[0].id), (2, 1, 3));
+        Ok(())
+    }
+
+    #[test]
+    fn files_get_one_line_per_decision() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = std::env::temp_dir().join(format!("ipa-agent-log-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let dataset = dir.join("dataset.jsonl");
+        let llm = dir.join("llm.log");
+        let _ = std::fs::remove_file(&dataset);
+        let log = DecisionLog::new(10, Some(&llm), Some(&dataset))?;
+        log.record(record(&log, "a"));
+        log.record(record(&log, "b"));
+        let text = std::fs::read_to_string(&dataset)?;
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()?;
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["input"], "sys\n\nuser");
+        assert!(
+            lines[0]["output"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("\"replicas\":2")
+        );
+        assert!(std::fs::read_to_string(&llm)?.contains("=== 1970-01-01T00:00:00.000Z ns/a"));
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            format_rfc3339(1_795_000_000_123),
+            "2026-11-18T11:06:40.123Z"
+        );
+        assert_eq!(format_rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+}

@@ -1,0 +1,305 @@
+//! Routes, state and middleware.
+
+use std::convert::Infallible;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::Stream;
+use ipa_core::{
+    MetricsSnapshot, Policy, RecommendRequest, Recommendation, SeedRequest, SeedResponse, Source,
+};
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq as _;
+use tokio::sync::broadcast::error::RecvError;
+use tower::limit::ConcurrencyLimitLayer;
+use tracing::Instrument as _;
+
+use crate::decision::{DecisionLog, DecisionRecord, Route};
+use crate::engine::{Engine, Outcome};
+use crate::metrics::{Metrics, RequestLabels, RouteLabels};
+use crate::{Config, Error, Secret, dashboard, seed};
+
+/// Shared state of the server.
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Inner>);
+
+#[derive(Debug)]
+pub struct Inner {
+    pub engine: Engine,
+    pub log: DecisionLog,
+    pub metrics: Metrics,
+    token: Option<Secret>,
+    max_body_bytes: usize,
+    max_concurrency: usize,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(config: Config) -> Result<Self, Error> {
+        let engine = Engine::new(&config)?;
+        Self::with_engine(config, engine)
+    }
+
+    pub fn with_engine(config: Config, engine: Engine) -> Result<Self, Error> {
+        let log = DecisionLog::new(
+            config.history,
+            config.log_file.as_deref(),
+            config.dataset.as_deref(),
+        )?;
+        Ok(Self(Arc::new(Inner {
+            engine,
+            log,
+            metrics: Metrics::new(),
+            token: config.token,
+            max_body_bytes: config.max_body_bytes,
+            max_concurrency: config.max_concurrency,
+        })))
+    }
+
+    /// Decides, records and counts one decision.
+    pub async fn decide(
+        &self,
+        route: Route,
+        snapshot: &MetricsSnapshot,
+        policy: &Policy,
+    ) -> (Arc<DecisionRecord>, Outcome) {
+        let outcome = self.engine.decide(snapshot, policy).await;
+        let provider = self.engine.provider_name();
+        self.metrics.observe_decision(provider, &outcome);
+        let record = DecisionRecord::from_outcome(
+            self.log.next_id(),
+            now_ms(),
+            route,
+            provider,
+            snapshot.target.clone(),
+            snapshot.replicas,
+            &outcome,
+        );
+        let record = self.log.record(record);
+        tracing::info!(
+            target = %snapshot.target,
+            source = outcome.recommendation.source.as_str(),
+            replicas = outcome.recommendation.replicas,
+            latency_ms = outcome.recommendation.latency_ms.unwrap_or(0),
+            "decision"
+        );
+        (record, outcome)
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis().min(i64::MAX as u128) as i64)
+}
+
+/// The agent's HTTP routes.
+pub fn router(state: AppState) -> Router {
+    let decisions = Router::new()
+        .route("/v1/recommend", post(recommend))
+        .route("/askllm", post(askllm))
+        .route("/llmagent", post(askllm))
+        .layer(ConcurrencyLimitLayer::new(state.max_concurrency))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(DefaultBodyLimit::max(state.max_body_bytes));
+    Router::new()
+        .route("/", get(dashboard_page))
+        .route("/api/decisions", get(list_decisions))
+        .route("/events", get(events))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ready" }))
+        .route("/metrics", get(metrics))
+        .merge(decisions)
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .with_state(state)
+}
+
+fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({"status": "error", "message": message.into()})),
+    )
+        .into_response()
+}
+
+/// With `IPA_AGENT_TOKEN` set, decision routes need `Authorization: Bearer <token>` (compared in constant time).
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(token) = &state.token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let ok: bool = given.as_bytes().ct_eq(token.expose().as_bytes()).into();
+        if !ok {
+            let mut response =
+                error_response(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
+        }
+    }
+    next.run(request).await
+}
+
+/// Counts requests and their latency by matched route.
+async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let span = tracing::info_span!("request", method = %request.method(), route = %route);
+    let started = Instant::now();
+    let response = next.run(request).instrument(span).await;
+    state
+        .metrics
+        .request_duration
+        .get_or_create(&RouteLabels {
+            route: route.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+async fn recommend(
+    State(state): State<AppState>,
+    body: Result<Json<RecommendRequest>, JsonRejection>,
+) -> Result<Json<Recommendation>, Response> {
+    let Json(request) = body.map_err(|e| error_response(e.status(), e.body_text()))?;
+    let span = tracing::info_span!("recommend", target = %request.snapshot.target);
+    let (_, outcome) = state
+        .decide(Route::V1, &request.snapshot, &request.policy)
+        .instrument(span)
+        .await;
+    Ok(Json(outcome.recommendation))
+}
+
+/// The seed's protocol: `{"metrics": "<text>"}` in, `{"status", "message", "text": {...}}` out.
+async fn askllm(
+    State(state): State<AppState>,
+    body: Result<Json<SeedRequest>, JsonRejection>,
+) -> Result<Json<SeedResponse>, Response> {
+    let Json(request) = body.map_err(|e| error_response(e.status(), e.body_text()))?;
+    let snapshot = seed::parse_metrics(&request.metrics, now_ms() / 1000);
+    let span = tracing::info_span!("askllm", target = %snapshot.target);
+    let (_, outcome) = state
+        .decide(Route::Seed, &snapshot, &Policy::default())
+        .instrument(span)
+        .await;
+    let rec = &outcome.recommendation;
+    let message = match rec.source {
+        Source::Llm => format!(
+            "Response from {} ({})",
+            state.engine.provider_name(),
+            rec.model.as_deref().unwrap_or("-")
+        ),
+        Source::Builtin => "Response from the built-in recommender".to_string(),
+        Source::Fallback => format!(
+            "Fallback to the built-in recommender: {}",
+            outcome.fallback_reason.as_deref().unwrap_or("LLM failed")
+        ),
+    };
+    Ok(Json(SeedResponse {
+        status: "success".into(),
+        message,
+        text: seed::to_seed_recommendation(rec, &snapshot),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+struct PageQuery {
+    #[serde(default)]
+    offset: usize,
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    target: Option<String>,
+}
+
+async fn list_decisions(
+    State(state): State<AppState>,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "offset and limit must be non-negative integers",
+        );
+    };
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let (total, items) = state.log.page(q.offset, limit, q.target.as_deref());
+    Json(json!({"total": total, "offset": q.offset, "limit": limit, "decisions": items}))
+        .into_response()
+}
+
+async fn dashboard_page(State(state): State<AppState>) -> Html<String> {
+    let records = state.log.all();
+    Html(dashboard::page(
+        &records,
+        state.engine.provider_name(),
+        state.engine.model_name().unwrap_or("built-in recommender"),
+    ))
+}
+
+async fn events(
+    State(state): State<AppState>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let receiver = state.log.subscribe();
+    let stream = futures::stream::unfold((receiver, state), |(mut receiver, state)| async move {
+        loop {
+            match receiver.recv().await {
+                Ok(record) => {
+                    let update = dashboard::live_update(&record, &state.log.all());
+                    let data = serde_json::to_string(&update).unwrap_or_default();
+                    let event = Event::default()
+                        .event("decision")
+                        .id(record.id.to_string())
+                        .data(data);
+                    return Some((Ok(event), (receiver, state)));
+                }
+                // A slow client skips what it missed; a reload shows everything.
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
