@@ -100,16 +100,7 @@ pub fn build(
     config: &ProviderConfig,
     timeout: Duration,
 ) -> Result<Option<Box<dyn Provider>>, Error> {
-    let http = || -> Result<reqwest::Client, Error> {
-        // reqwest is built without a default crypto provider; install ring once (a second call is a no-op error).
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("ipa-agent/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| Error::Client(e.to_string()))
-    };
+    let http = || http_client(timeout);
     Ok(match config {
         ProviderConfig::Builtin => None,
         ProviderConfig::Gemini {
@@ -133,6 +124,18 @@ pub fn build(
             api_key.clone(),
         ))),
     })
+}
+
+/// The HTTP client providers use: rustls with the ring provider, a per-request timeout.
+pub fn http_client(timeout: Duration) -> Result<reqwest::Client, Error> {
+    // reqwest is built without a default crypto provider; install ring once (a second call is a no-op error).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .user_agent(concat!("ipa-agent/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| Error::Client(e.to_string()))
 }
 
 /// Backoff for 429/5xx/connection failures.
