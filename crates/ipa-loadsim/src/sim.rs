@@ -274,6 +274,7 @@ impl Simulation {
                     state.down_until = Some(now + self.config.restart_seconds);
                     state.serving = false;
                     status.oom_kills += 1;
+                    status.serving_pods = status.serving_pods.saturating_sub(1);
                     continue;
                 }
                 state.cpu_cores = load.cpu_cores;
@@ -451,7 +452,7 @@ mod tests {
         assert_eq!(kills[0].pod.name, "a");
         assert_eq!(kills[0].limit_bytes, 100.0 * MIB);
         let status = &sim.deployments()[&target()];
-        assert_eq!((status.serving_pods, status.oom_kills), (1, 1));
+        assert_eq!((status.serving_pods, status.oom_kills), (0, 1));
         assert_eq!(status.served_rps, 0.0);
         // Down while restarting, then killed again at the same load.
         assert!(
