@@ -77,6 +77,16 @@ impl Bed {
         Ok(samples)
     }
 
+    async fn delete_load(&self, namespace: &str, deployment: &str) -> TestResult {
+        self.http
+            .delete(format!("{}/load", self.loadsim))
+            .query(&[("namespace", namespace), ("deployment", deployment)])
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
     async fn put_load(&self, body: Value) -> TestResult<Value> {
         let response = self
             .http
@@ -93,8 +103,12 @@ impl Bed {
     }
 
     async fn running_pods(&self) -> TestResult<Vec<String>> {
-        let pods = Api::<Pod>::namespaced(self.client.clone(), NAMESPACE)
-            .list(&ListParams::default().labels("app=testapp"))
+        self.running_pods_in(NAMESPACE, "app=testapp").await
+    }
+
+    async fn running_pods_in(&self, namespace: &str, selector: &str) -> TestResult<Vec<String>> {
+        let pods = Api::<Pod>::namespaced(self.client.clone(), namespace)
+            .list(&ListParams::default().labels(selector))
             .await?;
         Ok(pods
             .items
@@ -128,16 +142,14 @@ where
     }
 }
 
-async fn delete_namespace(client: &Client) -> TestResult {
+async fn delete_namespace(client: &Client, name: &str) -> TestResult {
     let namespaces = Api::<Namespace>::all(client.clone());
-    if namespaces.get_opt(NAMESPACE).await?.is_none() {
+    if namespaces.get_opt(name).await?.is_none() {
         return Ok(());
     }
-    namespaces
-        .delete(NAMESPACE, &DeleteParams::foreground())
-        .await?;
+    namespaces.delete(name, &DeleteParams::foreground()).await?;
     wait_for("namespace deletion", Duration::from_secs(90), || async {
-        Ok(match namespaces.get_opt(NAMESPACE).await? {
+        Ok(match namespaces.get_opt(name).await? {
             None => Ok(()),
             Some(_) => Err("still there".to_owned()),
         })
@@ -420,17 +432,132 @@ async fn scenario(bed: &Bed) -> TestResult {
 #[ignore = "needs the test bed (make test)"]
 async fn testbed_serves_the_seed_test_app() -> TestResult {
     let bed = Bed::connect().await?;
-    delete_namespace(&bed.client).await?;
+    delete_namespace(&bed.client, NAMESPACE).await?;
     let outcome = scenario(&bed).await;
     // Clean up whatever happened: no load, no app.
-    let reset = bed
-        .http
-        .delete(format!("{}/load", bed.loadsim))
-        .query(&[("namespace", NAMESPACE), ("deployment", DEPLOYMENT)])
-        .send()
-        .await
-        .and_then(reqwest::Response::error_for_status);
-    let deleted = delete_namespace(&bed.client).await;
+    let reset = bed.delete_load(NAMESPACE, DEPLOYMENT).await;
+    let deleted = delete_namespace(&bed.client, NAMESPACE).await;
+    outcome?;
+    reset?;
+    deleted
+}
+
+const OOM_NAMESPACE: &str = "loadsim-oom";
+
+/// A pod whose working set passes its memory limit is OOM-killed the way a node reports it: a Warning Event
+/// `OOMKilling`, and a restart with `lastState.terminated.reason = OOMKilled` that kube-state-metrics exports.
+async fn oom_scenario(bed: &Bed) -> TestResult {
+    let pp = PostParams::default();
+    Api::<Namespace>::all(bed.client.clone())
+        .create(
+            &pp,
+            &serde_json::from_value(json!({"metadata": {"name": OOM_NAMESPACE}}))?,
+        )
+        .await?;
+    let deployment = json!({
+        "metadata": {"name": "mem"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "mem"}},
+            "template": {
+                "metadata": {"labels": {"app": "mem"}},
+                "spec": {"containers": [{"name": "app", "image": "app",
+                                          "resources": {"limits": {"cpu": "1", "memory": "80Mi"}}}]},
+            },
+        },
+    });
+    Api::<Deployment>::namespaced(bed.client.clone(), OOM_NAMESPACE)
+        .create(&pp, &serde_json::from_value(deployment)?)
+        .await?;
+    let pod = wait_for("the pod to run", Duration::from_secs(60), || async {
+        let pods = bed.running_pods_in(OOM_NAMESPACE, "app=mem").await?;
+        Ok(match pods.as_slice() {
+            [one] => Ok(one.clone()),
+            other => Err(format!("{other:?}")),
+        })
+    })
+    .await?;
+    // The model's working set at 100 req/s is 64 MiB + 50 MiB > 80 MiB.
+    bed.put_load(json!({"namespace": OOM_NAMESPACE, "deployment": "mem", "rps": 100}))
+        .await?;
+
+    let events =
+        Api::<k8s_openapi::api::core::v1::Event>::namespaced(bed.client.clone(), OOM_NAMESPACE);
+    wait_for(
+        "an OOMKilling event on the pod",
+        Duration::from_secs(30),
+        || async {
+            let list = events.list(&ListParams::default()).await?;
+            Ok(
+                if list.items.iter().any(|e| {
+                    e.reason.as_deref() == Some("OOMKilling")
+                        && e.type_.as_deref() == Some("Warning")
+                        && e.involved_object.name.as_deref() == Some(pod.as_str())
+                }) {
+                    Ok(())
+                } else {
+                    Err(format!("{} events, none OOMKilling", list.items.len()))
+                },
+            )
+        },
+    )
+    .await?;
+    let pods = Api::<Pod>::namespaced(bed.client.clone(), OOM_NAMESPACE);
+    let status = pods
+        .get_status(&pod)
+        .await?
+        .status
+        .ok_or("pod without status")?;
+    let container = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .find(|c| c.name == "app")
+        .ok_or("no status for the container")?;
+    assert!(container.restart_count >= 1, "{container:?}");
+    let reason = container
+        .last_state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .and_then(|t| t.reason.as_deref());
+    assert_eq!(reason, Some("OOMKilled"), "{container:?}");
+
+    for q in [
+        format!(
+            r#"kube_pod_container_status_restarts_total{{namespace="{OOM_NAMESPACE}",pod="{pod}"}} >= 1"#
+        ),
+        format!(
+            r#"kube_pod_container_status_last_terminated_reason{{namespace="{OOM_NAMESPACE}",pod="{pod}",reason="OOMKilled"}} == 1"#
+        ),
+        format!(
+            r#"loadsim_container_restarts_total{{namespace="{OOM_NAMESPACE}",pod="{pod}"}} >= 1"#
+        ),
+    ] {
+        wait_for(
+            &format!("data for {q}"),
+            Duration::from_secs(30),
+            || async {
+                let samples = bed.query(&q).await?;
+                Ok(if samples.is_empty() {
+                    Err("empty".to_owned())
+                } else {
+                    Ok(())
+                })
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs the test bed (make test)"]
+async fn testbed_reports_oom_kills() -> TestResult {
+    let bed = Bed::connect().await?;
+    delete_namespace(&bed.client, OOM_NAMESPACE).await?;
+    let outcome = oom_scenario(&bed).await;
+    let reset = bed.delete_load(OOM_NAMESPACE, "mem").await;
+    let deleted = delete_namespace(&bed.client, OOM_NAMESPACE).await;
     outcome?;
     reset?;
     deleted
