@@ -502,6 +502,41 @@ mod tests {
         }
     }
 
+    /// The NAB traces beside the repository (CI has a copy of shared/ next to its clone): every one loads, and
+    /// a short bench gives one complete row per (trace, policy).
+    #[test]
+    fn every_nab_trace_loads_and_benches() -> Result<(), CliError> {
+        let dir = std::env::var_os("IPA_TRACES_DIR")
+            .map(PathBuf::from)
+            .or_else(default_traces_dir)
+            .ok_or_else(|| CliError::NoTraces("../shared/traces/nab not found".to_string()))?;
+        let files = csv_files(&dir)?;
+        assert!(
+            files.len() >= 17,
+            "expected the 17 NAB traces in {}",
+            dir.display()
+        );
+        let settings = SimSettings::default();
+        let options = TraceOptions {
+            limit_hours: Some(3.0),
+            ..TraceOptions::default()
+        };
+        let mut scores = Vec::new();
+        for path in &files {
+            let w = trace::load_trace(path, &settings.cluster.model, &options)?;
+            assert_eq!(w.demand_rps.len(), 720, "{}", w.name);
+            assert!(w.demand_rps.iter().all(|d| d.is_finite() && *d >= 0.0));
+            for kind in PolicyKind::ALL {
+                scores.push(run(&w, &settings, kind, false, &mut |_| {}).score);
+            }
+        }
+        assert_eq!(scores.len(), files.len() * PolicyKind::ALL.len());
+        assert_eq!(ratios(&scores).len(), files.len());
+        let table = render_table(&[], &scores, &ratios(&scores));
+        assert!(table.contains("ipa/oracle"));
+        Ok(())
+    }
+
     #[test]
     fn errors_can_cross_threads_for_anyhow() {
         fn assert_send_sync<T: Send + Sync + 'static + std::error::Error>() {}

@@ -398,11 +398,11 @@ pub fn workload_from_clean(
     }
 }
 
-/// Synthetic demand shapes, relative to the reference peak `P`.
+/// Synthetic demand shapes, relative to the reference peak P (8 one-core pods' worth: 398 req/s by default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Pattern {
-    /// 0.5 P all the time.
+    /// 0.5 P all the time (P = the reference peak, 398 req/s).
     Constant,
     /// 0.2 P, then 0.8 P from a third of the run, back to 0.2 P at two thirds.
     Step,
