@@ -6,21 +6,32 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
 for name in prometheus loadsim kube-state-metrics; do stop "$name"; done
-if [[ -d $KWOK_WORKDIR/clusters/$cluster && -x $kwokctl ]]; then
-  log "deleting KWOK cluster $cluster"
-  "$kwokctl" --name "$cluster" delete cluster --kubeconfig "$kubeconfig" >/dev/null 2>&1 ||
-    log "kwokctl delete cluster failed; removing what is left"
-fi
-# kwokctl stops its components through its own PID files; make sure none outlived it.
-if [[ -d $KWOK_WORKDIR/clusters/$cluster/pids ]]; then
-  for file in "$KWOK_WORKDIR/clusters/$cluster"/pids/*.pid; do
+# ours DIR PID: PID is a component of the cluster in DIR: its command line names files there (a recycled PID's won't).
+ours() { [[ -n $2 ]] && tr '\0' ' ' <"/proc/$2/cmdline" 2>/dev/null | grep -qF "$1"; }
+
+# Every cluster in the bed's own KWOK work dir, whatever TESTBED_CLUSTER was when it was created.
+for dir in "$KWOK_WORKDIR"/clusters/*/; do
+  [[ -d $dir ]] || continue
+  name=$(basename "$dir")
+  components=()
+  for file in "$dir"pids/*.pid; do
     [[ -f $file ]] || continue
-    pid=$(cat "$file")
-    if [[ -n $pid && $(readlink -f "/proc/$pid/cwd" 2>/dev/null) == "$KWOK_WORKDIR"* ]]; then
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
+    pid=$(<"$file")
+    if ours "$dir" "$pid"; then components+=("$pid"); fi
   done
-fi
+  if [[ -x $kwokctl ]]; then
+    log "deleting KWOK cluster $name"
+    "$kwokctl" --name "$name" delete cluster --kubeconfig "$kubeconfig" >/dev/null 2>&1 ||
+      log "kwokctl delete cluster $name failed; stopping what is left"
+  fi
+  # kwokctl stops its components itself; make sure none outlived it.
+  for pid in "${components[@]}"; do
+    ours "$dir" "$pid" || continue
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 25); do ours "$dir" "$pid" || break; sleep 0.2; done
+    if ours "$dir" "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
+  done
+done
 rm -rf "$run"
 foreign=$(keep_foreign_env)
 if [[ -n $foreign ]]; then echo "$foreign" >"$env_file"; else rm -f "$env_file"; fi
