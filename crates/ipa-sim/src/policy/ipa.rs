@@ -54,7 +54,6 @@ struct Sample {
     memory_per_pod: f64,
     request_rate: f64,
     oom_kills_total: u64,
-    restarts_total: u64,
 }
 
 pub struct Ipa {
@@ -148,7 +147,6 @@ impl Ipa {
             memory_per_pod,
             request_rate: obs.outcome.demand_rps,
             oom_kills_total: obs.oom_kills_total,
-            restarts_total: obs.restarts_total,
         });
         while self.window.len() > self.window_steps + 1 {
             self.window.pop_front();
@@ -197,7 +195,9 @@ impl Ipa {
         let rate = series(|s| s.request_rate);
         let oldest = self.window.front();
         let oom_kills = oldest.map_or(0, |o| obs.oom_kills_total.saturating_sub(o.oom_kills_total));
-        let restarts = oldest.map_or(0, |o| obs.restarts_total.saturating_sub(o.restarts_total));
+        // Container restarts as kube-state-metrics counts them: only OOM kills restart a container here; pods
+        // replaced by a rolling update are new pods with a zero restart count.
+        let restarts = oom_kills;
         let mut snapshot = MetricsSnapshot::new(
             TargetRef {
                 namespace: "sim".to_string(),
@@ -300,6 +300,7 @@ impl Autoscaler for Ipa {
             .find(|c| c.name == CONTAINER)
             .map(|c| apply_container(&obs.template, &c.requests, &c.limits))
             .filter(|t| *t != obs.template);
+        if template.is_some() && std::env::var("IPA_DEBUG_RESIZE").is_ok() { eprintln!("DBGRESIZE t={} replicas={} -> {} containers={:?} current={:?} notes={:?} why={}", obs.now, obs.replicas, decision.replicas, decision.containers, snapshot.containers.iter().map(|c| (c.requests, c.limits, c.memory_bytes.map(|m| m.max))).collect::<Vec<_>>(), decision.notes, proposal.rationale); }
         self.last_recommendation = Some(proposal);
         Action {
             replicas: (decision.replicas != obs.replicas).then_some(decision.replicas),
