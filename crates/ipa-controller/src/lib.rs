@@ -117,6 +117,14 @@ async fn wait_true(mut rx: watch::Receiver<bool>) {
 
 /// Runs the controller until SIGINT/SIGTERM (or, with leader election, until the lease is lost).
 pub async fn run(args: ControllerArgs) -> Result<(), Error> {
+    run_until(args, termination()).await
+}
+
+/// Runs the controller until `stop` completes (tests and embedders), SIGINT/SIGTERM aside.
+pub async fn run_until(
+    args: ControllerArgs,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
     // kube and reqwest share one rustls; pick its crypto provider once for the process.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = Client::try_default().await.map_err(Error::KubeConfig)?;
@@ -128,7 +136,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
     {
         let tx = shutdown_tx.clone();
         tokio::spawn(async move {
-            termination().await;
+            stop.await;
             info!("shutting down");
             let _ = tx.send(true);
         });

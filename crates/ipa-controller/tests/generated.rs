@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use ipa_controller::manifests::{ManifestOptions, install_yaml};
 
 fn repo_file(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
 }
 
 #[test]
