@@ -6,7 +6,7 @@ use std::f64::consts::TAU;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use k8s_openapi::jiff;
+use ipa_sim::trace::{CleanTrace, TraceError, read_csv};
 use serde::{Deserialize, Serialize};
 
 /// Identifies a Deployment.
@@ -31,15 +31,8 @@ pub enum LoadError {
     MissingTarget,
     #[error("give at most one of `scale` and `peak_rps` for a trace")]
     AmbiguousTraceScale,
-    #[error("reading trace {path}: {source}")]
-    ReadTrace {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("trace line {line}: {reason}")]
-    ParseTrace { line: usize, reason: String },
-    #[error("trace has {0} points; it needs at least two")]
-    ShortTrace(usize),
+    #[error(transparent)]
+    Trace(#[from] ipa_sim::trace::TraceError),
 }
 
 fn check(
@@ -195,69 +188,30 @@ pub struct Trace {
     points: Vec<(f64, f64)>,
 }
 
-/// Parses a trace timestamp: Unix seconds, RFC 3339, or a civil `YYYY-MM-DD HH:MM:SS` read as UTC.
-fn parse_timestamp(text: &str) -> Result<f64, String> {
-    if let Ok(seconds) = text.parse::<f64>() {
-        return Ok(seconds);
-    }
-    if let Ok(ts) = text.parse::<jiff::Timestamp>() {
-        return Ok(ts.as_millisecond() as f64 / 1000.0);
-    }
-    let civil = text
-        .parse::<jiff::civil::DateTime>()
-        .map_err(|e| format!("timestamp {text:?}: {e}"))?;
-    let ts = civil
-        .to_zoned(jiff::tz::TimeZone::UTC)
-        .map_err(|e| format!("timestamp {text:?}: {e}"))?;
-    Ok(ts.timestamp().as_millisecond() as f64 / 1000.0)
-}
-
 impl Trace {
-    /// Parses CSV text with a header line and `timestamp,value` rows; blank lines are skipped.
+    /// A trace from the simulator's cleaned points (sorted, unique times), rebased to start at zero.
+    pub fn from_clean(clean: &CleanTrace) -> Self {
+        let t0 = clean.points.first().map_or(0.0, |&(t, _)| t);
+        Self {
+            points: clean.points.iter().map(|&(t, v)| (t - t0, v)).collect(),
+        }
+    }
+
+    /// Parses CSV text with the simulator's loader (`ipa_sim::trace::read_csv`), so both read traces alike.
     pub fn parse_csv(text: &str) -> Result<Self, LoadError> {
-        let mut raw = Vec::new();
-        for (index, line) in text.lines().enumerate().skip(1) {
-            let line = line.trim();
-            if line.is_empty() {
-                continue;
-            }
-            let fail = |reason: String| LoadError::ParseTrace {
-                line: index + 1,
-                reason,
-            };
-            let (ts, value) = line
-                .split_once(',')
-                .ok_or_else(|| fail("expected `timestamp,value`".into()))?;
-            let t = parse_timestamp(ts.trim()).map_err(fail)?;
-            let v: f64 = value
-                .trim()
-                .parse()
-                .map_err(|e| fail(format!("value {value:?}: {e}")))?;
-            if !v.is_finite() {
-                return Err(fail(format!("value {v} is not finite")));
-            }
-            if let Some(&(prev, _)) = raw.last()
-                && t <= prev
-            {
-                return Err(fail("timestamps must increase".into()));
-            }
-            raw.push((t, v));
-        }
-        if raw.len() < 2 {
-            return Err(LoadError::ShortTrace(raw.len()));
-        }
-        let t0 = raw[0].0;
-        Ok(Self {
-            points: raw.into_iter().map(|(t, v)| (t - t0, v)).collect(),
-        })
+        Ok(Self::from_clean(&read_csv(text.as_bytes(), "<request>")?))
     }
 
     pub fn load(path: &Path) -> Result<Self, LoadError> {
-        let text = std::fs::read_to_string(path).map_err(|source| LoadError::ReadTrace {
-            path: path.to_owned(),
+        let display = path.display().to_string();
+        let file = std::fs::File::open(path).map_err(|source| TraceError::Io {
+            path: display.clone(),
             source,
         })?;
-        Self::parse_csv(&text)
+        Ok(Self::from_clean(&read_csv(
+            std::io::BufReader::new(file),
+            &display,
+        )?))
     }
 
     pub fn len(&self) -> usize {
@@ -494,23 +448,21 @@ mod tests {
     }
 
     #[test]
-    fn trace_rejects_bad_rows() {
-        assert!(matches!(
-            Trace::parse_csv("t,v\n1,2\n1,3\n"),
-            Err(LoadError::ParseTrace { line: 3, .. })
-        ));
-        assert!(matches!(
-            Trace::parse_csv("t,v\n1;2\n"),
-            Err(LoadError::ParseTrace { line: 2, .. })
-        ));
+    fn trace_uses_the_simulator_cleaning() -> Result<(), LoadError> {
+        // Unparsable rows are skipped, rows are sorted, duplicate timestamps averaged.
+        let trace = Trace::parse_csv("t,v\n1,x\n30,4\n0,2\n30,6\n")?;
+        assert_eq!(trace.len(), 2);
+        assert_eq!(trace.value_at(0.0), 2.0);
+        assert_eq!(trace.value_at(15.0), 3.5);
         assert!(matches!(
             Trace::parse_csv("t,v\n1,2\n"),
-            Err(LoadError::ShortTrace(1))
+            Err(LoadError::Trace(TraceError::TooShort { .. }))
         ));
         assert!(matches!(
-            Trace::parse_csv("t,v\n1,x\n2,3\n"),
-            Err(LoadError::ParseTrace { line: 2, .. })
+            Trace::load(Path::new("/nonexistent/trace.csv")),
+            Err(LoadError::Trace(TraceError::Io { .. }))
         ));
+        Ok(())
     }
 
     #[test]
