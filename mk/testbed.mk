@@ -11,4 +11,4 @@ testbed-down: ## stop every test-bed process and delete the cluster
 	testbed/scripts/testbed-down.sh
 
 testbed-e2e: ## run the test bed's own end-to-end test against a running bed
-	set -a; source testbed/.env; set +a; cargo test -p ipa-loadsim --test testbed_e2e -- --ignored --nocapture
+	set -a; source testbed/.env; set +a; cargo test -p ipa-loadsim --test testbed_e2e -- --ignored --test-threads=1 --nocapture
