@@ -96,6 +96,8 @@ pub struct PodView {
     pub memory_bytes: f64,
     /// True when this pod is of the Deployment's current template.
     pub current: bool,
+    /// Seconds until a starting or restarting pod serves (0 when ready). Only the oracle reads this.
+    pub seconds_until_ready: f64,
 }
 
 /// Everything that happened in one step, for scoring and for the policy.
@@ -249,6 +251,12 @@ impl Cluster {
                 cpu_cores: cpu,
                 memory_bytes: memory,
                 current: pod.generation == self.generation,
+                seconds_until_ready: match pod.phase {
+                    Phase::Ready => 0.0,
+                    Phase::Starting { ready_at } | Phase::Restarting { ready_at } => {
+                        (ready_at - now).max(0.0)
+                    }
+                },
             })
             .collect();
         StepOutcome {

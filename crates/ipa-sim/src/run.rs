@@ -204,6 +204,22 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
+        /// Within the replica bounds (peak ≤ 40 one-core pods at the target), perfect foresight never costs more
+        /// CPU than provisioning for the peak, and never violates the SLO.
+        #[test]
+        fn oracle_beats_static_at_peak(demand in prop::collection::vec(0.0f64..1300.0, 1..300)) {
+            let settings = SimSettings::default();
+            let mut w = synthetic(Pattern::Constant, 0.01, &AppModel::default());
+            w.demand_rps = demand;
+            let oracle = run(&w, &settings, PolicyKind::Oracle, false, &mut quiet).score;
+            let fixed = run(&w, &settings, PolicyKind::Static, false, &mut quiet).score;
+            // 0.2 %: requests are rounded up to whole millicores.
+            prop_assert!(oracle.cpu_core_hours <= fixed.cpu_core_hours * 1.002 + 1e-9,
+                "oracle {} static {}", oracle.cpu_core_hours, fixed.cpu_core_hours);
+            prop_assert_eq!(oracle.slo_violation_minutes, 0);
+            prop_assert_eq!(oracle.restarts, 0);
+        }
+
         #[test]
         fn conservation_and_non_negative_costs(
             demand in prop::collection::vec(0.0f64..1500.0, 1..200),

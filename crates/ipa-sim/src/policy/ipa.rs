@@ -300,7 +300,22 @@ impl Autoscaler for Ipa {
             .find(|c| c.name == CONTAINER)
             .map(|c| apply_container(&obs.template, &c.requests, &c.limits))
             .filter(|t| *t != obs.template);
-        if template.is_some() && std::env::var("IPA_DEBUG_RESIZE").is_ok() { eprintln!("DBGRESIZE t={} replicas={} -> {} containers={:?} current={:?} notes={:?} why={}", obs.now, obs.replicas, decision.replicas, decision.containers, snapshot.containers.iter().map(|c| (c.requests, c.limits, c.memory_bytes.map(|m| m.max))).collect::<Vec<_>>(), decision.notes, proposal.rationale); }
+        if template.is_some() && std::env::var("IPA_DEBUG_RESIZE").is_ok() {
+            eprintln!(
+                "DBGRESIZE t={} replicas={} -> {} containers={:?} current={:?} notes={:?} why={}",
+                obs.now,
+                obs.replicas,
+                decision.replicas,
+                decision.containers,
+                snapshot
+                    .containers
+                    .iter()
+                    .map(|c| (c.requests, c.limits, c.memory_bytes.map(|m| m.max)))
+                    .collect::<Vec<_>>(),
+                decision.notes,
+                proposal.rationale
+            );
+        }
         self.last_recommendation = Some(proposal);
         Action {
             replicas: (decision.replicas != obs.replicas).then_some(decision.replicas),
@@ -337,6 +352,7 @@ mod tests {
                     cpu_cores: cpu,
                     memory_bytes: 80.0 * 1024.0 * 1024.0,
                     current: true,
+                    seconds_until_ready: 0.0,
                 })
                 .collect(),
         }

@@ -19,6 +19,9 @@ const MIN_MEMORY_BYTES: f64 = 16.0 * 1024.0 * 1024.0;
 pub struct Oracle {
     /// For each step, the highest demand over the steps a decision taken then has to cover.
     lookahead_peak: Vec<f64>,
+    /// For each step, the demand of the next step (served by the pods ready by then).
+    next_demand: Vec<f64>,
+    step_seconds: f64,
     model: AppModel,
     target: f64,
     min_replicas: u32,
@@ -46,11 +49,16 @@ impl Oracle {
                     .fold(0.0, f64::max)
             })
             .collect();
+        let next_demand = (0..demand.len())
+            .map(|k| demand.get(k + 1).copied().unwrap_or(0.0))
+            .collect();
         let t = settings.initial_template;
         let ratio =
             |limit: Option<f64>, request: f64| limit.filter(|_| request > 0.0).map(|l| l / request);
         Self {
             lookahead_peak,
+            next_demand,
+            step_seconds: step,
             model,
             target: settings.target_utilization,
             min_replicas: settings.cluster.min_replicas,
@@ -64,9 +72,9 @@ impl Oracle {
         }
     }
 
-    /// Replicas and template for `demand_rps`. Pods are sized for the demand split over the replicas, or over
-    /// `serving_pods` when fewer are ready (while new pods start, the ready ones carry the load).
-    pub fn plan(&self, demand_rps: f64, serving_pods: Option<u32>) -> (u32, PodTemplate) {
+    /// Replicas and template for a peak demand `demand_rps` over the look-ahead. `next` = (the next step's
+    /// demand, the pods that will serve it): while new pods start, the pods already serving are sized for it.
+    pub fn plan(&self, demand_rps: f64, next: Option<(f64, u32)>) -> (u32, PodTemplate) {
         let per_pod_at_target = self.model.capacity_rps(REFERENCE_POD_CORES * self.target);
         let wanted = if per_pod_at_target > 0.0 {
             (demand_rps / per_pod_at_target).ceil()
@@ -75,8 +83,11 @@ impl Oracle {
         };
         let replicas = (wanted.max(0.0) as u32)
             .clamp(self.min_replicas, self.max_replicas.max(self.min_replicas));
-        let sharing = serving_pods.map_or(replicas, |ready| ready.clamp(1, replicas.max(1)));
-        let per_pod_rps = demand_rps / f64::from(sharing.max(1));
+        let mut per_pod_rps = demand_rps / f64::from(replicas.max(1));
+        if let Some((next_demand, serving)) = next {
+            let serving = serving.min(replicas).max(1);
+            per_pod_rps = per_pod_rps.max(next_demand / f64::from(serving));
+        }
         let cpu = (self.model.cpu_demand_cores(per_pod_rps) / self.target)
             .clamp(MIN_CPU_CORES, self.max_pod_cpu_cores);
         let memory = self.model.memory_bytes(per_pod_rps).max(MIN_MEMORY_BYTES);
@@ -112,7 +123,15 @@ impl Autoscaler for Oracle {
 
     fn decide(&mut self, obs: &Observation<'_>) -> Action {
         let peak = self.lookahead_peak.get(obs.step).copied().unwrap_or(0.0);
-        let (replicas, template) = self.plan(peak, Some(obs.outcome.ready_pods));
+        let next_demand = self.next_demand.get(obs.step).copied().unwrap_or(0.0);
+        let serving_next = obs
+            .outcome
+            .pods
+            .iter()
+            .filter(|p| p.seconds_until_ready <= self.step_seconds + 1e-9)
+            .count();
+        let serving_next = u32::try_from(serving_next).unwrap_or(u32::MAX);
+        let (replicas, template) = self.plan(peak, Some((next_demand, serving_next)));
         Action {
             replicas: (replicas != obs.replicas).then_some(replicas),
             template: (template != obs.template).then_some(template),
