@@ -285,7 +285,7 @@ pub fn sparkline(label: &str, unit: &str, points: &[(i64, f64)], color: &str) ->
     };
     let x = |t: i64| {
         if t1 == t0 {
-            W - PAD
+            W - PAD - 60.0
         } else {
             PAD + (t - t0) as f64 / (t1 - t0) as f64 * (W - 2.0 * PAD - 60.0)
         }

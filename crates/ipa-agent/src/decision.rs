@@ -137,6 +137,11 @@ impl DecisionLog {
         self.events.subscribe()
     }
 
+    /// Live `/events` listeners right now.
+    pub fn subscribers(&self) -> usize {
+        self.events.receiver_count()
+    }
+
     /// Records a decision everywhere it goes. File errors are logged, not returned: a full disk must not stop
     /// recommendations.
     pub fn record(&self, record: DecisionRecord) -> Arc<DecisionRecord> {

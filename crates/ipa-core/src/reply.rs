@@ -450,9 +450,11 @@ fn clamp_container(
     };
     let clamp_cpu = |v: CpuMillis| v.clamp(policy.min_cpu, policy.max_cpu);
     let clamp_mem = |v: Bytes| v.clamp(policy.min_memory, policy.max_memory);
+    let millis = |v: CpuMillis| format!("{}m", v.0);
     let bounds_cpu = format!(
         "outside the policy's {}..{}",
-        policy.min_cpu, policy.max_cpu
+        millis(policy.min_cpu),
+        millis(policy.max_cpu)
     );
     let bounds_mem = format!(
         "outside the policy's {}..{}",
@@ -462,8 +464,8 @@ fn clamp_container(
     if cpu_request != p.cpu_request {
         note(
             "cpu request",
-            p.cpu_request.to_string(),
-            cpu_request.to_string(),
+            millis(p.cpu_request),
+            millis(cpu_request),
             &bounds_cpu,
         );
     }
@@ -471,16 +473,16 @@ fn clamp_container(
     if cpu_limit != p.cpu_limit {
         note(
             "cpu limit",
-            p.cpu_limit.to_string(),
-            cpu_limit.to_string(),
+            millis(p.cpu_limit),
+            millis(cpu_limit),
             &bounds_cpu,
         );
     }
     if cpu_limit < cpu_request {
         note(
             "cpu limit",
-            cpu_limit.to_string(),
-            cpu_request.to_string(),
+            millis(cpu_limit),
+            millis(cpu_request),
             "is below the request",
         );
         cpu_limit = cpu_request;
