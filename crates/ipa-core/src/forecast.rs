@@ -1,13 +1,15 @@
 //! Demand forecasting over a short horizon (pod start-up + one interval).
 //!
-//! Deliberately simple and explainable: a level (the recent high, not the mean — under-provisioning costs more
-//! than a little slack), plus the window's upward trend over the horizon, plus — when the history covers a day —
+//! Deliberately simple and explainable: a level (the latest value), plus the window's upward trend over the
+//! horizon when it stands out of the window's noise, plus — when the history covers a day —
 //! the change the same time yesterday saw over the same horizon (a seasonal-naive ratio). The forecast takes the
 //! largest of these, so it only ever adds caution; the guardrails' stabilization handles the way down.
 
 use crate::snapshot::SeriesStats;
 
 const DAY_SECONDS: u32 = 86_400;
+/// Minutes over which a trend must rise above the window's spread to count.
+const TREND_EVIDENCE_MINUTES: f64 = 5.0;
 
 /// What a forecast was made of, so the recommender can explain it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -29,16 +31,17 @@ pub fn forecast_peak(
     history: Option<(&[Option<f64>], u32)>,
     horizon_seconds: u32,
 ) -> Forecast {
-    // The level is the recent high: p90 of the window, but never below the latest sample.
-    let level = stats.current.max(stats.p90).max(0.0);
+    let level = stats.current.max(0.0);
     let horizon_minutes = f64::from(horizon_seconds) / 60.0;
-    let trend =
-        if stats.trend_per_min.is_finite() && stats.trend_per_min > 0.0 && stats.samples >= 3 {
-            // A trend over a short window is noisy: cap its contribution at doubling the level.
-            (stats.trend_per_min * horizon_minutes).min(level.max(f64::EPSILON))
-        } else {
-            0.0
-        };
+    // A rise smaller than the window's own spread (p90 − p50) is noise, not a trend.
+    let significant =
+        stats.trend_per_min * TREND_EVIDENCE_MINUTES > (stats.p90 - stats.p50).max(0.0);
+    let trend = if stats.trend_per_min.is_finite() && significant && stats.samples >= 3 {
+        // Capped at doubling the level: a short window's slope extrapolates badly.
+        (stats.trend_per_min * horizon_minutes).min(level.max(f64::EPSILON))
+    } else {
+        0.0
+    };
     let daily_ratio =
         history.and_then(|(values, step)| seasonal_ratio(values, step, horizon_seconds));
     let seasonal = daily_ratio.map_or(0.0, |r| level * r);
@@ -50,9 +53,9 @@ pub fn forecast_peak(
     }
 }
 
-/// Ratio between the highest value over `[t − 1 day, t − 1 day + horizon]` and the value at `t − 1 day`, from a
-/// history that ends at `t`. `None` when the history is shorter than a day plus the horizon or has gaps there.
-/// Clamped to [0.5, 3] so one odd day cannot dominate.
+/// Ratio between demand over `(t − 1 day, t − 1 day + horizon]` and demand at `t − 1 day`, from a history that
+/// ends at `t`. Both sides are means over a few steps, so one noisy sample cannot pose as a daily pattern.
+/// `None` when the history is shorter than a day plus the horizon or has gaps there. Clamped to [0.5, 3].
 pub fn seasonal_ratio(
     values: &[Option<f64>],
     step_seconds: u32,
@@ -62,21 +65,26 @@ pub fn seasonal_ratio(
         return None;
     }
     let day = (DAY_SECONDS / step_seconds) as usize;
-    let ahead = (horizon_seconds.div_ceil(step_seconds) as usize).max(1);
+    let ahead = (horizon_seconds.div_ceil(step_seconds) as usize).max(SMOOTHING_STEPS);
     let n = values.len();
-    if n < day + 1 || ahead >= day {
+    if n < day + SMOOTHING_STEPS || ahead >= day {
         return None;
     }
     let then = n - 1 - day;
-    let base = values[then].filter(|v| v.is_finite() && *v > 0.0)?;
-    let peak = values[then + 1..=then + ahead]
-        .iter()
-        .map(|v| v.filter(|x| x.is_finite()))
-        .collect::<Option<Vec<f64>>>()?
-        .into_iter()
-        .fold(f64::MIN, f64::max);
-    Some((peak / base).clamp(0.5, 3.0))
+    let mean = |slice: &[Option<f64>]| {
+        let clean = slice
+            .iter()
+            .map(|v| v.filter(|x| x.is_finite()))
+            .collect::<Option<Vec<f64>>>()?;
+        Some(clean.iter().sum::<f64>() / clean.len().max(1) as f64)
+    };
+    let base = mean(&values[then + 1 - SMOOTHING_STEPS..=then]).filter(|b| *b > 0.0)?;
+    let future = mean(&values[then + 1..=then + ahead])?;
+    Some((future / base).clamp(0.5, 3.0))
 }
+
+/// Steps averaged on each side of the seasonal ratio.
+const SMOOTHING_STEPS: usize = 3;
 
 #[cfg(test)]
 mod tests {
@@ -97,9 +105,9 @@ mod tests {
     }
 
     #[test]
-    fn flat_series_forecasts_its_recent_high() {
+    fn flat_series_forecasts_its_level() {
         let f = forecast_peak(&stats(10.0, 12.0, 0.0), None, 90);
-        assert_eq!(f.value, 12.0);
+        assert_eq!(f.value, 10.0);
         assert_eq!(f.trend, 0.0);
     }
 
@@ -117,11 +125,12 @@ mod tests {
 
     #[test]
     fn yesterday_morning_ramp_is_expected_again() {
-        // 5-minute steps; one day ago demand doubled within the next 10 minutes.
-        let mut history = vec![Some(10.0); 288 + 1];
+        // 5-minute steps; one day ago demand doubled over the next 15 minutes.
+        let mut history = vec![Some(10.0); 288 + 3];
         let then = history.len() - 1 - 288;
-        history[then + 1] = Some(15.0);
-        history[then + 2] = Some(20.0);
+        for step in 1..=3 {
+            history[then + step] = Some(20.0);
+        }
         let ratio = seasonal_ratio(&history, 300, 600);
         assert_eq!(ratio, Some(2.0));
         let f = forecast_peak(&stats(10.0, 10.0, 0.0), Some((&history, 300)), 600);
@@ -131,8 +140,8 @@ mod tests {
     #[test]
     fn short_or_gappy_history_gives_no_daily_ratio() {
         assert_eq!(seasonal_ratio(&[Some(1.0); 100], 300, 600), None);
-        let mut history = vec![Some(10.0); 289];
-        history[1] = None;
+        let mut history = vec![Some(10.0); 291];
+        history[3] = None;
         assert_eq!(seasonal_ratio(&history, 300, 600), None);
         assert_eq!(seasonal_ratio(&history, 0, 600), None);
     }

@@ -391,7 +391,8 @@ fn guard_resources(
     guarded
 }
 
-/// Guards one container. Returns it complete, and whether safety requires more memory than it has now.
+/// Guards one container. Returns it complete, and whether safety requires a higher memory limit than it has now
+/// (after an OOM kill, or a limit below the observed peak + margin): that resize may not wait.
 fn guard_container(
     rec: &ContainerRecommendation,
     current: &ContainerSnapshot,
@@ -478,8 +479,8 @@ fn guard_container(
                     Bytes::from_f64(peak).round_up_mib()
                 ),
             ));
+            // Not urgent by itself: a request below usage is an accounting problem; the limit is what kills.
             req.memory = Some(floor);
-            needs_more_memory |= current.requests.memory.is_none_or(|m| m < floor);
         }
         if lim.memory.is_some_and(|m| m < floor) {
             notes.push(GuardrailNote::new(

@@ -52,9 +52,9 @@ pub fn recommend(snapshot: &MetricsSnapshot, policy: &ResolvedPolicy) -> Recomme
     };
 
     let per_pod_capacity = pod_request.as_cores() * policy.target_utilization;
-    let wanted = (demand.value / per_pod_capacity).ceil();
-    let wanted = if wanted.is_finite() {
-        wanted.clamp(0.0, f64::from(u32::MAX)) as u32
+    let exact = demand.value / per_pod_capacity;
+    let wanted = if exact.is_finite() {
+        exact.ceil().clamp(0.0, f64::from(u32::MAX)) as u32
     } else {
         snapshot.replicas
     };
@@ -66,14 +66,21 @@ pub fn recommend(snapshot: &MetricsSnapshot, policy: &ResolvedPolicy) -> Recomme
         wanted
     ));
 
-    // Replicas own CPU; the request moves only where the replica bounds stop them.
+    // Replicas own CPU; the request moves only where the replica bounds stop them: pods grow when even
+    // maxReplicas are not enough, and shrink when minReplicas would idle well below the target.
     let bounded = wanted.clamp(policy.min_replicas, policy.max_replicas);
-    let resize_pod_cpu = if wanted > policy.max_replicas || wanted < policy.min_replicas {
+    // Shrinking pods is only worth its restarts when the demand stayed low for a long time: all of the last
+    // hour(s) of history (not just this window) must fit minReplicas well below the target.
+    let history_peak = long_history_peak(snapshot).map(|p| p.max(demand.value));
+    let too_big = history_peak.is_some_and(|peak| {
+        peak / per_pod_capacity < f64::from(policy.min_replicas) * (1.0 - policy.resize_threshold)
+    });
+    let resize_pod_cpu = if wanted > policy.max_replicas || too_big {
         let needed = CpuMillis::from_cores_f64(
             demand.value / (f64::from(bounded) * policy.target_utilization),
         );
         why.push(format!(
-            "{wanted} replicas is outside [{}, {}]: pod CPU request → {needed}",
+            "{exact:.2} replicas' worth of demand is outside [{}, {}]: pod CPU request → {needed}",
             policy.min_replicas, policy.max_replicas
         ));
         Some(needed)
@@ -135,6 +142,23 @@ fn forecast_demand_cores(
     }
     forecast
 }
+
+/// Highest total CPU demand in the history, when it covers at least an hour without gaps.
+fn long_history_peak(snapshot: &MetricsSnapshot) -> Option<f64> {
+    let history = snapshot.history.as_ref()?;
+    let covered = history.cpu_cores.len() as u64 * u64::from(history.step_seconds);
+    if covered < MIN_HISTORY_FOR_SHRINK_SECONDS {
+        return None;
+    }
+    history
+        .cpu_cores
+        .iter()
+        .map(|v| v.filter(|x| x.is_finite()))
+        .try_fold(0.0f64, |m, v| v.map(|v| m.max(v)))
+}
+
+/// History needed before pods are shrunk.
+const MIN_HISTORY_FOR_SHRINK_SECONDS: u64 = 3600;
 
 fn describe_forecast(f: &Forecast, horizon: u32) -> String {
     let mut s = format!(
@@ -245,7 +269,24 @@ fn memory_from_usage(
         .memory_bytes
         .map(|s| s.max.max(s.current))
         .filter(|p| p.is_finite() && *p > 0.0);
-    let mut request = peak.map(|p| Bytes::from_f64(p * (1.0 + policy.request_margin)));
+    let mut request = peak.map(|p| {
+        let target = Bytes::from_f64(p * (1.0 + policy.request_margin));
+        // VPA-like bounds: a current request between the target (peak + margin) and 2 × the target is good
+        // enough — changing it would restart every pod for little gain. Below it, grow with 20 % headroom so the
+        // next small rise of the peak does not trigger another restart.
+        match c.requests.memory {
+            Some(current)
+                if current >= target
+                    && current.as_f64() <= target.as_f64() * MEMORY_UPPER_BOUND =>
+            {
+                current
+            }
+            Some(current) if current < target => {
+                Bytes::from_f64(target.as_f64() * MEMORY_GROWTH_HEADROOM)
+            }
+            _ => target,
+        }
+    });
     if oom {
         let used = [
             c.limits.memory,
@@ -261,6 +302,11 @@ fn memory_from_usage(
     }
     request.map(|r| r.round_up_mib().clamp(policy.min_memory, policy.max_memory))
 }
+
+/// A memory request up to this multiple of its target is left alone.
+const MEMORY_UPPER_BOUND: f64 = 2.0;
+/// Headroom added when the memory request must grow.
+const MEMORY_GROWTH_HEADROOM: f64 = 1.2;
 
 /// VPA's OOM bump-up of a memory amount.
 pub fn oom_bump(used: Bytes) -> Bytes {
@@ -385,7 +431,8 @@ mod tests {
     fn memory_follows_peak_with_margin_and_oom_bumps() {
         let mut s = snapshot(2, 0.3, 200.0 * MIB as f64);
         let rec = recommend(&s, &Policy::default().resolve());
-        assert_eq!(rec.containers[0].requests.memory, Some(Bytes(230 * MIB)));
+        // 128Mi is below 200Mi peak + 15 % = 230Mi: grow, with 20 % headroom.
+        assert_eq!(rec.containers[0].requests.memory, Some(Bytes(276 * MIB)));
         assert!(rec.containers[0].limits.memory >= rec.containers[0].requests.memory);
         s.oom_kills = 1;
         let rec = recommend(&s, &Policy::default().resolve());
@@ -417,9 +464,11 @@ mod tests {
     #[test]
     fn daily_profile_anticipates_the_morning_ramp() {
         let mut s = snapshot(4, 0.35, 100.0 * MIB as f64);
-        let mut cpu = vec![Some(1.4); 289];
+        let mut cpu = vec![Some(1.4); 291];
         let then = cpu.len() - 1 - 288;
-        cpu[then + 1] = Some(2.8);
+        for step in 1..=3 {
+            cpu[then + step] = Some(2.8);
+        }
         s.history = Some(DemandHistory {
             step_seconds: 300,
             cpu_cores: cpu,
