@@ -300,22 +300,6 @@ impl Autoscaler for Ipa {
             .find(|c| c.name == CONTAINER)
             .map(|c| apply_container(&obs.template, &c.requests, &c.limits))
             .filter(|t| *t != obs.template);
-        if template.is_some() && std::env::var("IPA_DEBUG_RESIZE").is_ok() {
-            eprintln!(
-                "DBGRESIZE t={} replicas={} -> {} containers={:?} current={:?} notes={:?} why={}",
-                obs.now,
-                obs.replicas,
-                decision.replicas,
-                decision.containers,
-                snapshot
-                    .containers
-                    .iter()
-                    .map(|c| (c.requests, c.limits, c.memory_bytes.map(|m| m.max)))
-                    .collect::<Vec<_>>(),
-                decision.notes,
-                proposal.rationale
-            );
-        }
         self.last_recommendation = Some(proposal);
         Action {
             replicas: (decision.replicas != obs.replicas).then_some(decision.replicas),
