@@ -126,7 +126,7 @@ start kube-state-metrics "$ksm_bin" --kubeconfig "$kubeconfig" \
   --resources=deployments,replicasets,pods,nodes,namespaces,services,ingresses,horizontalpodautoscalers
 
 loadsim_port=$(free_port)
-KUBECONFIG=$kubeconfig IPA_LOG=${IPA_LOG:-info} start loadsim "$ipa" loadsim \
+KUBECONFIG=$kubeconfig IPA_LOG=${IPA_LOG:-info} NO_COLOR=1 start loadsim "$ipa" loadsim \
   --listen "127.0.0.1:$loadsim_port" --startup-seconds "$startup_seconds" --restart-seconds "$restart_seconds"
 
 prometheus_port=$(free_port)
