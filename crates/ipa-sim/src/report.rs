@@ -10,7 +10,7 @@ use crate::run::RunResult;
 use crate::score::Score;
 use crate::trace::Workload;
 
-/// Points per chart line: longer runs are reduced to bucket means.
+/// Points per chart line: longer runs are reduced to bucket means (while they run; see `run::RunSeries`).
 pub const CHART_POINTS: usize = 1200;
 
 #[derive(Debug, thiserror::Error)]
@@ -193,7 +193,11 @@ pub fn render(
     settings: &SimSettings,
     results: &[RunResult],
 ) -> Result<String, ReportError> {
-    let step_hours = workload.step_seconds / 3600.0;
+    let step_hours = results
+        .iter()
+        .find_map(|r| r.series.as_ref().map(|s| s.seconds_per_point))
+        .unwrap_or(workload.step_seconds)
+        / 3600.0;
     let color = |i: usize| COLORS[i % COLORS.len()];
     let per_policy = |f: &dyn Fn(&crate::run::RunSeries) -> Vec<f64>| -> Vec<Line> {
         results
@@ -210,7 +214,10 @@ pub fn render(
     };
     let mut capacity = vec![Line {
         name: "demand".to_string(),
-        values: workload.demand_rps.clone(),
+        values: results
+            .iter()
+            .find_map(|r| r.series.as_ref().map(|s| s.demand_rps.clone()))
+            .unwrap_or_default(),
         color: BLACK,
     }];
     capacity.extend(per_policy(&|s| s.capacity_rps.clone()));
@@ -226,7 +233,7 @@ pub fn render(
                 "Replicas",
                 "replicas",
                 step_hours,
-                &per_policy(&|s| s.replicas.iter().map(|&r| f64::from(r)).collect()),
+                &per_policy(&|s| s.replicas.clone()),
             )?,
             caption: "Desired replicas (spec.replicas) per policy.".to_string(),
         },

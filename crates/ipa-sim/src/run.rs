@@ -7,16 +7,77 @@ use crate::policy::{Autoscaler, Observation, Oracle, PolicyKind, SimSettings};
 use crate::score::{Score, ScoreAccumulator};
 use crate::trace::Workload;
 
-/// Per-step series of one run, for the report's charts.
+/// Series of one run for the report's charts: one point per `seconds_per_point`, each the mean over the
+/// steps it covers (runs longer than `report::CHART_POINTS` steps are bucketed while they run, so a
+/// seven-month trace does not keep millions of points per policy).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RunSeries {
+    pub seconds_per_point: f64,
     pub demand_rps: Vec<f64>,
     pub capacity_rps: Vec<f64>,
-    pub replicas: Vec<u32>,
-    pub ready_pods: Vec<u32>,
+    /// Desired replicas.
+    pub replicas: Vec<f64>,
+    pub ready_pods: Vec<f64>,
     pub cpu_requested_cores: Vec<f64>,
     pub cpu_used_cores: Vec<f64>,
     pub memory_requested_gib: Vec<f64>,
+}
+
+/// Accumulates bucket means for `RunSeries`.
+#[derive(Debug, Clone)]
+struct SeriesRecorder {
+    bucket: usize,
+    filled: usize,
+    sums: [f64; 7],
+    series: RunSeries,
+}
+
+impl SeriesRecorder {
+    fn new(steps: usize, step_seconds: f64) -> Self {
+        let bucket = steps.div_ceil(crate::report::CHART_POINTS).max(1);
+        Self {
+            bucket,
+            filled: 0,
+            sums: [0.0; 7],
+            series: RunSeries {
+                seconds_per_point: bucket as f64 * step_seconds,
+                ..RunSeries::default()
+            },
+        }
+    }
+
+    fn push(&mut self, values: [f64; 7]) {
+        for (sum, v) in self.sums.iter_mut().zip(values) {
+            *sum += v;
+        }
+        self.filled += 1;
+        if self.filled == self.bucket {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.filled == 0 {
+            return;
+        }
+        let n = self.filled as f64;
+        let [d, c, r, rp, cr, cu, mr] = self.sums.map(|v| v / n);
+        let s = &mut self.series;
+        s.demand_rps.push(d);
+        s.capacity_rps.push(c);
+        s.replicas.push(r);
+        s.ready_pods.push(rp);
+        s.cpu_requested_cores.push(cr);
+        s.cpu_used_cores.push(cu);
+        s.memory_requested_gib.push(mr);
+        self.sums = [0.0; 7];
+        self.filled = 0;
+    }
+
+    fn finish(mut self) -> RunSeries {
+        self.flush();
+        self.series
+    }
 }
 
 /// A finished run.
@@ -80,10 +141,7 @@ pub fn run_policy(
         workload.start_unix as f64,
     );
     let mut acc = ScoreAccumulator::new(&settings.cluster.model, step_seconds);
-    let mut series = record.then(|| RunSeries {
-        demand_rps: Vec::with_capacity(workload.demand_rps.len()),
-        ..RunSeries::default()
-    });
+    let mut series = record.then(|| SeriesRecorder::new(workload.demand_rps.len(), step_seconds));
     let (mut oom_total, mut restarts_total) = (0u64, 0u64);
     let mut pending = 0u64;
     for (k, &demand) in workload.demand_rps.iter().enumerate() {
@@ -107,14 +165,15 @@ pub fn run_policy(
         restarts_total += u64::from(applied.resize_restarts);
         acc.add(k as u64, &out, &applied);
         if let Some(s) = series.as_mut() {
-            s.demand_rps.push(out.demand_rps);
-            s.capacity_rps.push(out.capacity_rps);
-            s.replicas.push(cluster.replicas());
-            s.ready_pods.push(out.ready_pods);
-            s.cpu_requested_cores.push(out.cpu_requested_cores);
-            s.cpu_used_cores.push(out.cpu_used_cores);
-            s.memory_requested_gib
-                .push(out.memory_requested_bytes / (1024.0 * 1024.0 * 1024.0));
+            s.push([
+                out.demand_rps,
+                out.capacity_rps,
+                f64::from(cluster.replicas()),
+                f64::from(out.ready_pods),
+                out.cpu_requested_cores,
+                out.cpu_used_cores,
+                out.memory_requested_bytes / (1024.0 * 1024.0 * 1024.0),
+            ]);
         }
         pending += 1;
         if pending >= PROGRESS_EVERY {
@@ -127,7 +186,7 @@ pub fn run_policy(
     }
     RunResult {
         score: acc.finish(&workload.name, policy.name()),
-        series,
+        series: series.map(SeriesRecorder::finish),
     }
 }
 
@@ -139,6 +198,22 @@ mod tests {
     use proptest::prelude::*;
 
     fn quiet(_: u64) {}
+
+    #[test]
+    fn long_runs_are_bucketed_for_charts() {
+        let settings = SimSettings::default();
+        let w = synthetic(Pattern::Sine, 24.0 * 7.0, &AppModel::default());
+        let s = run(&w, &settings, PolicyKind::Hpa, true, &mut quiet)
+            .series
+            .unwrap_or_default();
+        assert!(s.demand_rps.len() <= crate::report::CHART_POINTS);
+        assert!(s.demand_rps.len() * 40 >= crate::report::CHART_POINTS * 39);
+        let mean_in = w.demand_rps.iter().sum::<f64>() / w.demand_rps.len() as f64;
+        let mean_out = s.demand_rps.iter().sum::<f64>() / s.demand_rps.len() as f64;
+        // Bucket means of equal buckets (the last one partial) keep the mean.
+        assert!((mean_in - mean_out).abs() < 1e-3 * mean_in);
+        assert_eq!(s.seconds_per_point, 34.0 * 15.0);
+    }
 
     #[test]
     fn runs_are_deterministic() {
@@ -176,9 +251,9 @@ mod tests {
         let w = synthetic(Pattern::Step, 3.0, &AppModel::default());
         let r = run(&w, &settings, PolicyKind::Hpa, true, &mut quiet);
         let s = r.series.unwrap_or_default();
-        let peak = s.replicas.iter().copied().max().unwrap_or(0);
-        assert!(peak >= 8, "peak replicas {peak}");
-        assert!(s.replicas.last().copied().unwrap_or(0) < peak);
+        let peak = s.replicas.iter().copied().fold(0.0, f64::max);
+        assert!(peak >= 8.0, "peak replicas {peak}");
+        assert!(s.replicas.last().copied().unwrap_or(0.0) < peak);
         assert_eq!(r.score.restarts, 0, "HPA never resizes");
     }
 
