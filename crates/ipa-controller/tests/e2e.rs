@@ -988,3 +988,68 @@ async fn manual_scale_is_respected_without_an_error_loop() -> TestResult {
     bed.cleanup(ns, &[app]).await;
     Ok(())
 }
+
+#[tokio::test]
+#[ignore = "needs the test bed (make test)"]
+async fn restarted_controller_remembers_its_step_limit() -> TestResult {
+    let bed = Bed::connect().await?;
+    let (ns, app) = ("ipa-e2e-restart", "web");
+    bed.fresh_namespace(ns).await?;
+    bed.create_app(
+        ns,
+        app,
+        Some(json!({"requests": {"cpu": "100m", "memory": "64Mi"}})),
+        None,
+    )
+    .await?;
+    // ~0.8 cores against 100m requests: the recommender wants many more pods than the step limit allows.
+    bed.load(ns, app, 40.0, None).await?;
+    let controller = bed.controller(ns);
+    let groups = format!(
+        "      - {{deployment: {app}, namespace: {ns}, maxReplicas: 8, \
+         scaleUp: {{maxPods: 1, periodSeconds: 120}}}}\n"
+    );
+    bed.apply_ipa(ns, &policy_manifest(&bed.prometheus, "\"\"", &groups))
+        .await?;
+    let first = wait_for(
+        "the first one-pod step",
+        Duration::from_secs(60),
+        || async {
+            let r = bed.replicas(ns, app).await?;
+            Ok((r > 1).then_some(r))
+        },
+    )
+    .await?;
+    assert_eq!(first, 2, "the step limit allows one pod per 120 s");
+    // Kill the controller without a graceful stop, at an arbitrary point of its cycle, and start a new one.
+    drop(controller);
+    let controller = bed.controller(ns);
+    for _ in 0..(4 * INTERVAL) {
+        assert_eq!(
+            bed.replicas(ns, app).await?,
+            2,
+            "a restarted controller took another step within the period"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let status = bed.status(ns, "ipa").await?.ok_or("no status")?;
+    let group = &status.groups[0];
+    println!(
+        "after restart: desired {:?}, notes {:?}, scale events {:?}",
+        group.desired_replicas,
+        group
+            .guardrail_notes
+            .iter()
+            .map(|n| n.rule)
+            .collect::<Vec<_>>(),
+        group.guard_state.scale_events
+    );
+    assert!(
+        !group.guard_state.scale_events.is_empty(),
+        "the scale event was forgotten"
+    );
+    controller.assert_running()?;
+    controller.stop().await?;
+    bed.cleanup(ns, &[app]).await;
+    Ok(())
+}
