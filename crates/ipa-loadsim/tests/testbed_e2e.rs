@@ -87,6 +87,36 @@ impl Bed {
         Ok(())
     }
 
+    /// Runs a range query over the last five minutes at a 60 s step, as the seed's controller does; returns the
+    /// number of series with at least one point.
+    async fn query_range_5m(&self, promql: &str) -> TestResult<usize> {
+        let end = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs();
+        let (start, end) = ((end - 300).to_string(), end.to_string());
+        let body: Value = self
+            .http
+            .get(format!("{}/api/v1/query_range", self.prometheus))
+            .query(&[
+                ("query", promql),
+                ("start", &start),
+                ("end", &end),
+                ("step", "60s"),
+            ])
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let series = body["data"]["result"]
+            .as_array()
+            .ok_or_else(|| format!("bad answer to {promql}: {body}"))?;
+        Ok(series
+            .iter()
+            .filter(|s| s["values"].as_array().is_some_and(|v| !v.is_empty()))
+            .count())
+    }
+
     async fn put_load(&self, body: Value) -> TestResult<Value> {
         let response = self
             .http
@@ -303,29 +333,48 @@ async fn scenario(bed: &Bed) -> TestResult {
     assert_eq!(answer["current_rps"], json!(base_rps), "{answer}");
 
     // Every query the seed's controller sends returns data for the app.
+    // The seed controller's queries, verbatim (internal/agent/agent.go: range queries over the last 5 minutes,
+    // step 60 s, pods listed by name), each with data for the app.
+    let pods = bed.running_pods().await?.join("|");
     let seed_queries = [
         format!(
-            r#"kube_deployment_spec_replicas{{namespace="{NAMESPACE}",deployment="{DEPLOYMENT}"}}"#
+            r#"kube_deployment_spec_replicas{{deployment="{DEPLOYMENT}", namespace="{NAMESPACE}"}}"#
         ),
         format!(
-            r#"kube_deployment_status_replicas{{namespace="{NAMESPACE}",deployment="{DEPLOYMENT}"}}"#
+            r#"rate(container_cpu_usage_seconds_total{{pod=~"{pods}", namespace="{NAMESPACE}"}}[2m])"#
         ),
-        format!("rate(container_cpu_usage_seconds_total{{{POD_SELECTOR}}}[1m])"),
-        format!("container_memory_usage_bytes{{{POD_SELECTOR}}}"),
-        format!("container_memory_working_set_bytes{{{POD_SELECTOR}}}"),
+        format!(r#"avg(container_memory_usage_bytes{{pod=~"{pods}", namespace="{NAMESPACE}"}})"#),
         "node_memory_MemAvailable_bytes".to_owned(),
-        format!(
-            r#"rate(nginx_ingress_controller_requests{{namespace="{NAMESPACE}",ingress="{INGRESS}"}}[1m])"#
-        ),
-        format!(r#"kube_pod_container_status_restarts_total{{{POD_SELECTOR}}}"#),
+        format!(r#"sum(rate(nginx_ingress_controller_requests{{ingress="{INGRESS}"}}[2m]))"#),
     ];
     for q in &seed_queries {
         wait_for(
             &format!("data for {q}"),
             Duration::from_secs(60),
             || async {
-                let samples = bed.query(q).await?;
-                Ok(if samples.is_empty() {
+                Ok(if bed.query_range_5m(q).await? == 0 {
+                    Err("empty".to_owned())
+                } else {
+                    Ok(())
+                })
+            },
+        )
+        .await?;
+    }
+    // And what IPA itself reads beyond the seed (see ipa-controller's promql.rs).
+    let more_queries = [
+        format!(
+            r#"kube_deployment_status_replicas{{namespace="{NAMESPACE}",deployment="{DEPLOYMENT}"}}"#
+        ),
+        format!("container_memory_working_set_bytes{{{POD_SELECTOR}}}"),
+        format!(r#"kube_pod_container_status_restarts_total{{{POD_SELECTOR}}}"#),
+    ];
+    for q in &more_queries {
+        wait_for(
+            &format!("data for {q}"),
+            Duration::from_secs(60),
+            || async {
+                Ok(if bed.query(q).await?.is_empty() {
                     Err("empty".to_owned())
                 } else {
                     Ok(())
@@ -487,7 +536,10 @@ async fn oom_scenario(bed: &Bed) -> TestResult {
         "an OOMKilling event on the pod",
         Duration::from_secs(30),
         || async {
-            let list = events.list(&ListParams::default()).await?;
+            // As the seed's controller lists them: by involvedObject.name.
+            let list = events
+                .list(&ListParams::default().fields(&format!("involvedObject.name={pod}")))
+                .await?;
             Ok(
                 if list.items.iter().any(|e| {
                     e.reason.as_deref() == Some("OOMKilling")
