@@ -37,13 +37,22 @@ free_port() {
   done
 }
 
-# alive NAME: the process recorded in $pids/NAME.pid runs and is still the binary we started.
+# start_time PID: the process' start time in clock ticks since boot (field 22 of /proc/PID/stat, counted after
+# the parenthesised command name, which may contain spaces); nothing for a zombie (state Z) or no process.
+start_time() {
+  local fields
+  fields=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null) || return 0
+  [[ ${fields%% *} == Z ]] || cut -d' ' -f20 <<<"$fields"
+}
+
+# alive NAME: the process recorded in $pids/NAME.pid still runs and is the one we started (same PID and start
+# time: a recycled PID has another start time; a binary rebuilt meanwhile does not matter).
 alive() {
-  local file=$pids/$1.pid pid exe
+  local file=$pids/$1.pid pid started
   [[ -f $file ]] || return 1
-  read -r pid exe <"$file" || return 1
-  [[ -n $pid && -d /proc/$pid ]] || return 1
-  [[ $(readlink -f "/proc/$pid/exe" 2>/dev/null) == "$(readlink -f "$exe")" ]]
+  read -r pid started _ <"$file" || return 1
+  [[ -n $pid && -n $started ]] || return 1
+  [[ $(start_time "$pid") == "$started" ]]
 }
 
 # start NAME BINARY ARGS...: starts a background process logging to $logs/NAME.log and records its PID.
@@ -51,7 +60,8 @@ start() {
   local name=$1 exe=$2; shift 2
   mkdir -p "$pids" "$logs"
   nohup "$exe" "$@" >"$logs/$name.log" 2>&1 </dev/null &
-  echo "$! $exe" >"$pids/$name.pid"
+  local pid=$!
+  echo "$pid $(start_time "$pid") $exe" >"$pids/$name.pid"
 }
 
 # stop NAME: stops the recorded process (TERM, then KILL after 10 s) if it is still ours.
@@ -60,8 +70,8 @@ stop() {
   if alive "$1"; then
     read -r pid _ <"$file"
     kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do [[ -d /proc/$pid ]] || break; sleep 0.2; done
-    if [[ -d /proc/$pid ]]; then kill -KILL "$pid" 2>/dev/null || true; fi
+    for _ in $(seq 50); do alive "$1" || break; sleep 0.2; done
+    if alive "$1"; then kill -KILL "$pid" 2>/dev/null || true; fi
   fi
   rm -f "$file"
 }
