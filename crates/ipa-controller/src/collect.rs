@@ -1,7 +1,7 @@
 //! Turns one cycle's query results and API reads into a `MetricsSnapshot` per target. Pure: the IO happens in
 //! `reconcile`; this is where "an empty result is missing data, never zero" is decided.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ipa_core::stats::summarize;
 use ipa_core::{
@@ -48,6 +48,55 @@ pub struct CycleMetrics {
     pub free_cpu: Option<Vec<Sample>>,
 }
 
+type Key<'a> = (&'a str, &'a str);
+
+/// One cycle's results indexed by (namespace, pod) — or (namespace, ingress) — once, so building every
+/// target's snapshot is linear in the number of series, not targets × series.
+#[derive(Debug)]
+pub struct Indexed<'a> {
+    metrics: &'a CycleMetrics,
+    cpu: HashMap<Key<'a>, Vec<&'a Series>>,
+    memory: HashMap<Key<'a>, Vec<&'a Series>>,
+    request_rate: HashMap<Key<'a>, Vec<&'a Series>>,
+    restarts: HashMap<Key<'a>, f64>,
+    oom_kills: HashMap<Key<'a>, f64>,
+}
+
+fn index_series<'a>(
+    series: &'a Option<Vec<Series>>,
+    second: &str,
+) -> HashMap<Key<'a>, Vec<&'a Series>> {
+    let mut map: HashMap<Key<'a>, Vec<&'a Series>> = HashMap::new();
+    for s in series.iter().flatten() {
+        map.entry((label(&s.labels, "namespace"), label(&s.labels, second)))
+            .or_default()
+            .push(s);
+    }
+    map
+}
+
+fn index_samples(samples: &Option<Vec<Sample>>) -> HashMap<Key<'_>, f64> {
+    let mut map = HashMap::new();
+    for s in samples.iter().flatten() {
+        *map.entry((label(&s.labels, "namespace"), label(&s.labels, "pod")))
+            .or_default() += s.value;
+    }
+    map
+}
+
+impl<'a> Indexed<'a> {
+    pub fn new(metrics: &'a CycleMetrics) -> Self {
+        Self {
+            metrics,
+            cpu: index_series(&metrics.cpu, "pod"),
+            memory: index_series(&metrics.memory, "pod"),
+            request_rate: index_series(&metrics.request_rate, "ingress"),
+            restarts: index_samples(&metrics.restarts),
+            oom_kills: index_samples(&metrics.oom_kills),
+        }
+    }
+}
+
 /// Time frame of the cycle (unix seconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Frame {
@@ -75,25 +124,26 @@ pub fn pod_name_matches(deployment: &str, pod: &str) -> bool {
 /// (timestamp → pod → container → value) for the target's series.
 type Grid = BTreeMap<i64, BTreeMap<String, BTreeMap<String, f64>>>;
 
-fn grid_for(series: &[Series], info: &TargetInfo) -> Grid {
+fn grid_for(index: &HashMap<Key<'_>, Vec<&Series>>, info: &TargetInfo) -> Grid {
     let mut grid = Grid::new();
-    for s in series {
-        let (ns, pod, container) = (
-            label(&s.labels, "namespace"),
-            label(&s.labels, "pod"),
-            label(&s.labels, "container"),
-        );
-        if ns != info.target.namespace || !info.pods.contains(pod) || !info.manages(container) {
+    for pod in &info.pods {
+        let Some(series) = index.get(&(info.target.namespace.as_str(), pod.as_str())) else {
             continue;
-        }
-        for &(t, v) in &s.points {
-            *grid
-                .entry(t.round() as i64)
-                .or_default()
-                .entry(pod.to_string())
-                .or_default()
-                .entry(container.to_string())
-                .or_default() += v;
+        };
+        for s in series {
+            let container = label(&s.labels, "container");
+            if !info.manages(container) {
+                continue;
+            }
+            for &(t, v) in &s.points {
+                *grid
+                    .entry(t.round() as i64)
+                    .or_default()
+                    .entry(pod.clone())
+                    .or_default()
+                    .entry(container.to_string())
+                    .or_default() += v;
+            }
         }
     }
     grid
@@ -160,15 +210,12 @@ fn history_grid(points: &[(i64, f64)], frame: Frame) -> Vec<Option<f64>> {
         .collect()
 }
 
-fn sum_for(samples: &Option<Vec<Sample>>, info: &TargetInfo) -> Option<f64> {
-    samples.as_ref().map(|samples| {
-        samples
+/// Sum over the target's pods; `None` when the query failed (`present` is false).
+fn sum_for(present: bool, index: &HashMap<Key<'_>, f64>, info: &TargetInfo) -> Option<f64> {
+    present.then(|| {
+        info.pods
             .iter()
-            .filter(|s| {
-                label(&s.labels, "namespace") == info.target.namespace
-                    && info.pods.contains(label(&s.labels, "pod"))
-            })
-            .map(|s| s.value)
+            .filter_map(|pod| index.get(&(info.target.namespace.as_str(), pod.as_str())))
             .sum()
     })
 }
@@ -194,23 +241,16 @@ pub fn cluster_capacity(metrics: &CycleMetrics) -> ClusterCapacity {
 }
 
 /// Builds the snapshot of one target.
-pub fn snapshot(info: &TargetInfo, metrics: &CycleMetrics, frame: Frame) -> MetricsSnapshot {
+pub fn snapshot(info: &TargetInfo, index: &Indexed<'_>, frame: Frame) -> MetricsSnapshot {
+    let metrics = index.metrics;
     let mut snap = MetricsSnapshot::new(info.target.clone(), frame.now, info.replicas);
     snap.window_seconds = frame.stats_window.min(u64::from(u32::MAX)) as u32;
     snap.ready_replicas = info.ready_replicas;
     snap.cluster = cluster_capacity(metrics);
     snap.events = info.events.clone();
 
-    let cpu_grid = metrics
-        .cpu
-        .as_deref()
-        .map(|s| grid_for(s, info))
-        .unwrap_or_default();
-    let mem_grid = metrics
-        .memory
-        .as_deref()
-        .map(|s| grid_for(s, info))
-        .unwrap_or_default();
+    let cpu_grid = grid_for(&index.cpu, info);
+    let mem_grid = grid_for(&index.memory, info);
     snap.cpu_per_pod = window_stats(&per_pod(&cpu_grid), frame);
     snap.memory_per_pod = window_stats(&per_pod(&mem_grid), frame);
     if snap.cpu_per_pod.is_none() {
@@ -237,14 +277,11 @@ pub fn snapshot(info: &TargetInfo, metrics: &CycleMetrics, frame: Frame) -> Metr
         request_rate: Vec::new(),
     };
     if let Some(ingress) = &info.ingress {
-        let points: Vec<(i64, f64)> = metrics
+        let points: Vec<(i64, f64)> = index
             .request_rate
-            .iter()
+            .get(&(info.target.namespace.as_str(), ingress.as_str()))
+            .into_iter()
             .flatten()
-            .filter(|s| {
-                label(&s.labels, "namespace") == info.target.namespace
-                    && label(&s.labels, "ingress") == ingress
-            })
             .flat_map(|s| s.points.iter().map(|&(t, v)| (t.round() as i64, v)))
             .collect();
         snap.request_rate = window_stats(&points, frame);
@@ -259,11 +296,11 @@ pub fn snapshot(info: &TargetInfo, metrics: &CycleMetrics, frame: Frame) -> Metr
 
     // Restarts and OOM kills: a failed query is missing input; an empty result means no restarts
     // (kube-state-metrics may simply not be installed, and that must not block scaling forever).
-    match sum_for(&metrics.restarts, info) {
+    match sum_for(metrics.restarts.is_some(), &index.restarts, info) {
         Some(v) => snap.restarts = v.round().clamp(0.0, f64::from(u32::MAX)) as u32,
         None => snap.missing.push("restarts".into()),
     }
-    if let Some(v) = sum_for(&metrics.oom_kills, info) {
+    if let Some(v) = sum_for(metrics.oom_kills.is_some(), &index.oom_kills, info) {
         snap.oom_kills = v.round().clamp(0.0, f64::from(u32::MAX)) as u32;
     }
     let oom_events = info
@@ -339,7 +376,7 @@ mod tests {
             restarts: Some(Vec::new()),
             ..CycleMetrics::default()
         };
-        let snap = snapshot(&info(), &metrics, FRAME);
+        let snap = snapshot(&info(), &Indexed::new(&metrics), FRAME);
         let cpu = snap.cpu_per_pod.unwrap_or_default();
         assert!((cpu.current - 0.3).abs() < 1e-9);
         assert_eq!(cpu.samples, 7); // 940..=1000
@@ -360,7 +397,7 @@ mod tests {
 
     #[test]
     fn failed_queries_are_missing_never_zero() {
-        let snap = snapshot(&info(), &CycleMetrics::default(), FRAME);
+        let snap = snapshot(&info(), &Indexed::new(&CycleMetrics::default()), FRAME);
         assert_eq!(snap.cpu_per_pod, None);
         assert_eq!(snap.request_rate, None);
         assert!(snap.has_missing_inputs());
@@ -383,7 +420,7 @@ mod tests {
             }]),
             ..CycleMetrics::default()
         };
-        let snap = snapshot(&info(), &metrics, FRAME);
+        let snap = snapshot(&info(), &Indexed::new(&metrics), FRAME);
         assert_eq!(snap.request_rate.map(|s| s.current), Some(20.0));
         assert_eq!(snap.cluster.free_memory_bytes, Some(Bytes(1024)));
     }

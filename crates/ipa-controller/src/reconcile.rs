@@ -127,12 +127,37 @@ pub fn error_policy(ipa: Arc<IPA>, error: &Error, ctx: Arc<Context>) -> Action {
 #[derive(Debug, Default)]
 struct NamespaceView {
     deployments: Option<HashMap<String, Deployment>>,
-    /// ReplicaSet name → Deployment name.
-    replica_sets: Option<HashMap<String, String>>,
-    /// Pod name → ReplicaSet name.
-    pods: Option<HashMap<String, String>>,
-    events: Vec<CoreEvent>,
+    /// Deployment name → its ReplicaSets.
+    replica_sets: Option<HashMap<String, Vec<String>>>,
+    /// ReplicaSet name → its pods.
+    pods: Option<HashMap<String, Vec<String>>>,
+    /// Events by the name of the object they are about.
+    events: HashMap<String, Vec<CoreEvent>>,
     error: Option<String>,
+}
+
+/// Names of objects grouped by the name of their controlling owner of `kind`.
+fn children_by_owner<K>(
+    items: Vec<kube::core::PartialObjectMeta<K>>,
+    kind: &str,
+) -> HashMap<String, Vec<String>> {
+    let mut by_owner: HashMap<String, Vec<String>> = HashMap::new();
+    for m in items {
+        let parent = m
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.kind == kind && o.controller == Some(true))
+            .map(|o| o.name.clone());
+        if let Some(parent) = parent {
+            by_owner
+                .entry(parent)
+                .or_default()
+                .push(m.metadata.name.unwrap_or_default());
+        }
+    }
+    by_owner
 }
 
 async fn read_namespace(ctx: &Context, ns: &str) -> NamespaceView {
@@ -150,14 +175,6 @@ async fn read_namespace(ctx: &Context, ns: &str) -> NamespaceView {
         pods.list_metadata(&lp),
         events.list(&lp),
     );
-    let owner =
-        |refs: &Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>,
-         kind: &str| {
-            refs.iter()
-                .flatten()
-                .find(|o| o.kind == kind && o.controller == Some(true))
-                .map(|o| o.name.clone())
-        };
     let mut view = NamespaceView::default();
     match d {
         Ok(list) => {
@@ -165,29 +182,17 @@ async fn read_namespace(ctx: &Context, ns: &str) -> NamespaceView {
         }
         Err(e) => view.error = Some(format!("listing deployments in {ns}: {e}")),
     }
-    view.replica_sets = rs.ok().map(|list| {
-        list.items
-            .into_iter()
-            .filter_map(|m| {
-                Some((
-                    m.name_any(),
-                    owner(&m.metadata.owner_references, "Deployment")?,
-                ))
-            })
-            .collect()
-    });
-    view.pods = p.ok().map(|list| {
-        list.items
-            .into_iter()
-            .filter_map(|m| {
-                Some((
-                    m.name_any(),
-                    owner(&m.metadata.owner_references, "ReplicaSet")?,
-                ))
-            })
-            .collect()
-    });
-    view.events = e.map(|l| l.items).unwrap_or_default();
+    // Inverted once per namespace, so each target's lookups are O(its own objects).
+    view.replica_sets = rs
+        .ok()
+        .map(|list| children_by_owner(list.items, "Deployment"));
+    view.pods = p
+        .ok()
+        .map(|list| children_by_owner(list.items, "ReplicaSet"));
+    for event in e.map(|l| l.items).unwrap_or_default() {
+        let object = event.involved_object.name.clone().unwrap_or_default();
+        view.events.entry(object).or_default().push(event);
+    }
     view
 }
 
@@ -229,8 +234,8 @@ fn containers_of(d: &Deployment) -> Vec<ContainerSnapshot> {
 
 /// Events about the Deployment, its ReplicaSets and its pods within the window, deduplicated by
 /// (type, reason, message with the object's name replaced) and newest first.
-fn events_for(
-    events: &[CoreEvent],
+fn events_for<'a>(
+    events: impl IntoIterator<Item = &'a CoreEvent>,
     deployment: &str,
     objects: &BTreeSet<String>,
     since: i64,
@@ -513,25 +518,29 @@ async fn reconcile_cycle(ipa: &IPA, ctx: &Context, now: i64) -> Result<(), Error
             ..
         }) = view
         {
-            {
-                replica_sets = rs
-                    .iter()
-                    .filter(|(_, d)| **d == group.deployment)
-                    .map(|(r, _)| r.clone())
-                    .collect();
-                pods = p
-                    .iter()
-                    .filter(|(_, r)| replica_sets.contains(*r))
-                    .map(|(pod, _)| pod.clone())
-                    .collect();
-            }
+            replica_sets = rs
+                .get(&group.deployment)
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+            pods = replica_sets
+                .iter()
+                .filter_map(|r| p.get(r))
+                .flatten()
+                .cloned()
+                .collect();
         }
         let mut objects = pods.clone();
         objects.extend(replica_sets);
         let events = view
             .map(|v| {
+                let relevant = std::iter::once(&group.deployment)
+                    .chain(objects.iter())
+                    .filter_map(|name| v.events.get(name))
+                    .flatten();
                 events_for(
-                    &v.events,
+                    relevant,
                     &group.deployment,
                     &objects,
                     now - s.events_window as i64,
@@ -617,9 +626,10 @@ async fn reconcile_cycle(ipa: &IPA, ctx: &Context, now: i64) -> Result<(), Error
                 .collect();
         }
     }
+    let index = collect::Indexed::new(&cycle_metrics);
     let snapshots: Vec<MetricsSnapshot> = found
         .iter()
-        .map(|f| collect::snapshot(&f.info, &cycle_metrics, frame))
+        .map(|f| collect::snapshot(&f.info, &index, frame))
         .collect();
 
     // 3. Ask the provider for every target, concurrently but bounded.
@@ -680,7 +690,15 @@ async fn reconcile_cycle(ipa: &IPA, ctx: &Context, now: i64) -> Result<(), Error
 
     // 5. Status.
     let outcomes: Vec<GroupOutcome> = outcomes.into_iter().flatten().collect();
-    let status = ipa_status(ipa, &previous, &outcomes, &metric_errors, now);
+    let mut status = ipa_status(ipa, &previous, &outcomes, &metric_errors, now);
+    let detail = fit_status(&mut status, STATUS_BUDGET_BYTES);
+    if detail != Detail::Full {
+        info!(
+            ?detail,
+            groups = status.groups.len(),
+            "status trimmed to fit the object size limit"
+        );
+    }
     let api: Api<IPA> = Api::namespaced(ctx.client.clone(), &namespace);
     ctx.metrics.kube_request("patch");
     api.patch_status(
@@ -1098,9 +1116,93 @@ fn ipa_status(
     }
 }
 
+/// Budget for the serialized status: etcd refuses objects over ~1.5 MiB, and the spec needs room too.
+pub const STATUS_BUDGET_BYTES: usize = 1024 * 1024;
+
+/// How much per-group detail a status kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Detail {
+    Full,
+    /// Rationale cut to a line.
+    ShortRationale,
+    /// Also without current/recommended resources and condition messages.
+    Compact,
+    /// Also without rationale and guardrail-note messages: decisions, conditions and guard state only.
+    Minimal,
+}
+
+fn status_size(status: &IpaStatus) -> usize {
+    serde_json::to_vec(status).map_or(usize::MAX, |v| v.len())
+}
+
+/// Drops per-group detail, least important first, until the status fits `budget` bytes. The guard state and
+/// the decisions are never dropped: they are what the next cycle needs.
+pub fn fit_status(status: &mut IpaStatus, budget: usize) -> Detail {
+    if status_size(status) <= budget {
+        return Detail::Full;
+    }
+    for g in &mut status.groups {
+        if g.rationale.len() > 160 {
+            g.rationale = format!("{}…", g.rationale.chars().take(160).collect::<String>());
+        }
+    }
+    if status_size(status) <= budget {
+        return Detail::ShortRationale;
+    }
+    for g in &mut status.groups {
+        g.current_resources.clear();
+        g.recommended_resources.clear();
+        for c in &mut g.conditions {
+            c.message.clear();
+        }
+    }
+    if status_size(status) <= budget {
+        return Detail::Compact;
+    }
+    for g in &mut status.groups {
+        g.rationale.clear();
+        for n in &mut g.guardrail_notes {
+            n.message.clear();
+        }
+    }
+    Detail::Minimal
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn big_statuses_are_trimmed_but_keep_decisions_and_guard_state() {
+        let group = GroupStatus {
+            namespace: "n".into(),
+            deployment: "d".into(),
+            desired_replicas: Some(3),
+            rationale: "x".repeat(1000),
+            current_resources: vec![ContainerResources {
+                name: "c".repeat(200),
+                ..ContainerResources::default()
+            }],
+            guard_state: GuardStateStatus {
+                last_resize_at: Some(1),
+                ..GuardStateStatus::default()
+            },
+            ..GroupStatus::default()
+        };
+        let mut status = IpaStatus {
+            groups: vec![group; 1000],
+            ..IpaStatus::default()
+        };
+        assert_eq!(fit_status(&mut status.clone(), usize::MAX), Detail::Full);
+        assert_eq!(fit_status(&mut status, 500_000), Detail::Compact);
+        assert!(status_size(&status) <= 500_000);
+        assert!(
+            status
+                .groups
+                .iter()
+                .all(|g| g.desired_replicas == Some(3) && g.guard_state.last_resize_at == Some(1))
+        );
+    }
 
     #[test]
     fn cadence_is_the_interval_unless_the_spec_changed() {

@@ -155,14 +155,18 @@ async fn scale_benchmark() -> TestResult {
         )
         .await?;
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    if namespaces.get_opt(NS).await?.is_none() {
-        namespaces
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": NS}}))?,
-            )
-            .await?;
-    }
+    // A namespace left by an earlier run may still be terminating: wait until it is gone, then start afresh.
+    let _ = namespaces.delete(NS, &DeleteParams::default()).await;
+    wait_until("old namespace gone", Duration::from_secs(300), async || {
+        Ok(namespaces.get_opt(NS).await?.is_none())
+    })
+    .await?;
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": NS}}))?,
+        )
+        .await?;
     add_nodes(&client).await?;
 
     let metrics = Arc::new(Metrics::default());
@@ -235,8 +239,14 @@ async fn scale_benchmark() -> TestResult {
     }
     .await;
 
+    let build = if cfg!(debug_assertions) {
+        "debug build"
+    } else {
+        "release build"
+    };
+    println!("\nscale benchmark ({build}; Recommend mode, built-in recommender, no ingress):");
     println!(
-        "\n{:>8} {:>18} {:>16} {:>12} {:>10}",
+        "{:>8} {:>18} {:>16} {:>12} {:>10}",
         "targets", "prom queries/cycle", "api requests/cycle", "cycle (s)", "RSS (MiB)"
     );
     for (n, q, k, took, rss) in &rows {
