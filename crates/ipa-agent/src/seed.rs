@@ -415,7 +415,8 @@ pub struct SeedScenario {
 
 /// Renders the seed controller's metrics text (after its quote stripping) for one deployment — the baseline of
 /// the prompt-size benchmark and the input of the seed-protocol tests. Labels follow what cAdvisor,
-/// kube-state-metrics and node-exporter attach in a typical Helm-installed Prometheus, as in the seed's example.
+/// kube-state-metrics and node-exporter attach in a Helm-installed Prometheus on minikube — the label set of the
+/// seed's own recorded example — so the baseline is the seed's real payload shape.
 pub fn render_metrics(scenario: &SeedScenario) -> String {
     let SeedScenario {
         namespace,
@@ -463,7 +464,7 @@ pub fn render_metrics(scenario: &SeedScenario) -> String {
         .enumerate()
         .map(|(k, p)| {
             let labels = format!(
-                "beta_kubernetes_io_arch:amd64,beta_kubernetes_io_os:linux,cpu:total,id:/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{k:08x}_4e40_457e_b9ea_9ccb589a54ad.slice,instance:node-1,job:kubernetes-nodes-cadvisor,kubernetes_io_arch:amd64,kubernetes_io_hostname:node-1,kubernetes_io_os:linux,namespace:{namespace},pod:{}",
+                "beta_kubernetes_io_arch:amd64,beta_kubernetes_io_os:linux,cpu:total,id:/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{k:08x}_4e40_457e_b9ea_9ccb589a54ad.slice,instance:minikube,job:kubernetes-nodes-cadvisor,kubernetes_io_arch:amd64,kubernetes_io_hostname:minikube,kubernetes_io_os:linux,minikube_k8s_io_commit:210b148df93a80eb872ecbeb7e35281b3c582c61,minikube_k8s_io_name:minikube,minikube_k8s_io_primary:true,minikube_k8s_io_updated_at:2024_11_25T17_14_33_0700,minikube_k8s_io_version:v1.34.0,namespace:{namespace},pod:{}",
                 p.name
             );
             format!("{{metric:{{{labels}}},values:[{}]}}", values(&|i| p.cpu[i].to_string()))

@@ -103,7 +103,7 @@ async fn gemini_success_is_an_llm_recommendation() -> TestResult {
         body["systemInstruction"]["parts"][0]["text"]
             .as_str()
             .unwrap_or_default()
-            .contains("Rules:")
+            .contains("Bounds:")
     );
     Ok(())
 }

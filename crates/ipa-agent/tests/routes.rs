@@ -72,7 +72,7 @@ async fn recommend_returns_a_builtin_recommendation_and_logs_it() -> TestResult 
         page["decisions"][0]["prompt_user"]
             .as_str()
             .unwrap_or_default()
-            .contains("target shop/web")
+            .contains("shop/web replicas")
     );
     Ok(())
 }
