@@ -147,6 +147,9 @@ pub fn observe_node(node: &Node) -> Option<NodeObservation> {
     })
 }
 
+/// A Service an Ingress routes to: its pod selector and that Ingress.
+type RoutedService<'a> = (&'a BTreeMap<String, String>, &'a String);
+
 /// For each Deployment, the Ingress in front of it: one whose backend is a Service selecting the Deployment's
 /// pods (the first by name when several do).
 pub fn discover_ingresses(
@@ -154,14 +157,56 @@ pub fn discover_ingresses(
     services: &[Arc<Service>],
     ingresses: &[Arc<Ingress>],
 ) -> BTreeMap<DeploymentId, String> {
+    // (namespace, Service) → the first Ingress (by name) routing to it.
+    let mut routed: BTreeMap<(String, String), String> = BTreeMap::new();
+    for ingress in ingresses {
+        let (Some(namespace), Some(name)) = (ingress.namespace(), ingress.metadata.name.as_ref())
+        else {
+            continue;
+        };
+        for backend in ingress_backends(ingress) {
+            let entry = routed
+                .entry((namespace.clone(), backend))
+                .or_insert_with(|| name.clone());
+            if name < entry {
+                entry.clone_from(name);
+            }
+        }
+    }
+    if routed.is_empty() {
+        return BTreeMap::new();
+    }
+    // Services with a selector that an Ingress routes to, by namespace.
+    let mut routed_services: BTreeMap<String, Vec<RoutedService<'_>>> = BTreeMap::new();
+    for service in services {
+        let (Some(namespace), Some(name)) = (service.namespace(), service.metadata.name.clone())
+        else {
+            continue;
+        };
+        let Some(selector) = service.spec.as_ref().and_then(|s| s.selector.as_ref()) else {
+            continue;
+        };
+        if let Some(ingress) = routed.get(&(namespace.clone(), name))
+            && !selector.is_empty()
+        {
+            routed_services
+                .entry(namespace)
+                .or_default()
+                .push((selector, ingress));
+        }
+    }
+
     let mut found = BTreeMap::new();
+    let empty = BTreeMap::new();
     for deployment in deployments {
         let (Some(namespace), Some(name)) =
             (deployment.namespace(), deployment.metadata.name.clone())
         else {
             continue;
         };
-        let empty = BTreeMap::new();
+        let Some(candidates) = routed_services.get(&namespace) else {
+            continue;
+        };
         let pod_labels = deployment
             .spec
             .template
@@ -169,33 +214,18 @@ pub fn discover_ingresses(
             .as_ref()
             .and_then(|m| m.labels.as_ref())
             .unwrap_or(&empty);
-        let selecting: Vec<String> = services
+        let ingress = candidates
             .iter()
-            .filter(|s| s.namespace().as_deref() == Some(namespace.as_str()))
-            .filter(|s| {
-                s.spec
-                    .as_ref()
-                    .and_then(|spec| spec.selector.as_ref())
-                    .is_some_and(|sel| {
-                        !sel.is_empty() && sel.iter().all(|(k, v)| pod_labels.get(k) == Some(v))
-                    })
-            })
-            .map(|s| s.name_any())
-            .collect();
-        let mut matching: Vec<String> = ingresses
-            .iter()
-            .filter(|i| i.namespace().as_deref() == Some(namespace.as_str()))
-            .filter(|i| ingress_backends(i).iter().any(|b| selecting.contains(b)))
-            .map(|i| i.name_any())
-            .collect();
-        matching.sort();
-        if let Some(ingress) = matching.into_iter().next() {
+            .filter(|(selector, _)| selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)))
+            .map(|(_, ingress)| *ingress)
+            .min();
+        if let Some(ingress) = ingress {
             found.insert(
                 DeploymentId {
                     namespace,
                     deployment: name,
                 },
-                ingress,
+                ingress.clone(),
             );
         }
     }
@@ -428,8 +458,9 @@ mod tests {
                     "backend": {"service": {"name": svc, "port": {"number": 8001}}}}]}}]},
             }))?))
         };
+        let deployment = Arc::new(deployment);
         let found = discover_ingresses(
-            &[Arc::new(deployment)],
+            &[Arc::clone(&deployment)],
             &[
                 service("testappsvc", "testapp")?,
                 service("other", "other")?,
@@ -444,6 +475,19 @@ mod tests {
             deployment: "testapp".into(),
         };
         assert_eq!(found.get(&id).map(String::as_str), Some("testappingress"));
+        let two = discover_ingresses(
+            &[Arc::clone(&deployment)],
+            &[service("testappsvc", "testapp")?],
+            &[
+                ingress("testappingress", "testappsvc")?,
+                ingress("aaa", "testappsvc")?,
+            ],
+        );
+        assert_eq!(
+            two.get(&id).map(String::as_str),
+            Some("aaa"),
+            "first by name"
+        );
         let none = discover_ingresses(&[], &[], &[ingress("a", "b")?]);
         assert!(none.is_empty());
         Ok(())
