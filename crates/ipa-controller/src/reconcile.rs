@@ -160,40 +160,127 @@ fn children_by_owner<K>(
     by_owner
 }
 
-async fn read_namespace(ctx: &Context, ns: &str) -> NamespaceView {
-    let lp = ListParams::default();
+/// Objects per list page: peak memory is a page, not a namespace.
+const PAGE_SIZE: u32 = 250;
+
+/// Lists every page of `$api.$list(..)`, handing each item to `$keep`; evaluates to the first error, if any.
+/// (A macro rather than a generic fn over an async closure: such futures are not yet provably `Send`.)
+macro_rules! paged {
+    ($ctx:expr, $api:expr, $list:ident, $keep:expr $(,)?) => {{
+        let mut keep = $keep;
+        let mut params = ListParams::default().limit(PAGE_SIZE);
+        loop {
+            $ctx.metrics.kube_request("list");
+            match $api.$list(&params).await {
+                Ok(page) => {
+                    let next = page.metadata.continue_.clone().filter(|c| !c.is_empty());
+                    page.items.into_iter().for_each(&mut keep);
+                    match next {
+                        Some(token) => params = params.continue_token(&token),
+                        None => break Ok::<(), kube::Error>(()),
+                    }
+                }
+                Err(e) => break Err(e),
+            }
+        }
+    }};
+}
+
+/// Whether an object name can belong to one of `deployments`: the Deployment itself, one of its ReplicaSets
+/// (`<deployment>-<hash>`) or pods (`<deployment>-<hash>-<suffix>`).
+fn may_belong(name: &str, deployments: &BTreeSet<&str>) -> bool {
+    let mut candidate = name;
+    for _ in 0..3 {
+        if deployments.contains(candidate) {
+            return true;
+        }
+        match candidate.rsplit_once('-') {
+            Some((head, _)) => candidate = head,
+            None => return false,
+        }
+    }
+    false
+}
+
+async fn read_namespace(
+    ctx: &Context,
+    ns: &str,
+    targets: &BTreeSet<&str>,
+    events_since: i64,
+) -> NamespaceView {
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
     let replica_sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), ns);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let events: Api<CoreEvent> = Api::namespaced(ctx.client.clone(), ns);
-    for _ in 0..4 {
-        ctx.metrics.kube_request("list");
-    }
-    let (d, rs, p, e) = tokio::join!(
-        deployments.list(&lp),
-        replica_sets.list_metadata(&lp),
-        pods.list_metadata(&lp),
-        events.list(&lp),
-    );
     let mut view = NamespaceView::default();
-    match d {
-        Ok(list) => {
-            view.deployments = Some(list.items.into_iter().map(|d| (d.name_any(), d)).collect());
+
+    let mut found = HashMap::new();
+    let listed = paged!(ctx, deployments, list, |d: Deployment| {
+        let name = d.name_any();
+        if targets.contains(name.as_str()) {
+            found.insert(name, d);
         }
+    });
+    match listed {
+        Ok(()) => view.deployments = Some(found),
         Err(e) => view.error = Some(format!("listing deployments in {ns}: {e}")),
     }
-    // Inverted once per namespace, so each target's lookups are O(its own objects).
-    view.replica_sets = rs
+    // Owners inverted once per namespace, so each target's lookups are O(its own objects).
+    let mut rs_items = Vec::new();
+    let listed = paged!(
+        ctx,
+        replica_sets,
+        list_metadata,
+        |m: kube::core::PartialObjectMeta<ReplicaSet>| {
+            if may_belong(m.metadata.name.as_deref().unwrap_or(""), targets) {
+                rs_items.push(m);
+            }
+        },
+    );
+    view.replica_sets = listed
         .ok()
-        .map(|list| children_by_owner(list.items, "Deployment"));
-    view.pods = p
+        .map(|()| children_by_owner(rs_items, "Deployment"));
+    let mut pod_items = Vec::new();
+    let listed = paged!(
+        ctx,
+        pods,
+        list_metadata,
+        |m: kube::core::PartialObjectMeta<Pod>| {
+            if may_belong(m.metadata.name.as_deref().unwrap_or(""), targets) {
+                pod_items.push(m);
+            }
+        },
+    );
+    view.pods = listed
         .ok()
-        .map(|list| children_by_owner(list.items, "ReplicaSet"));
-    for event in e.map(|l| l.items).unwrap_or_default() {
+        .map(|()| children_by_owner(pod_items, "ReplicaSet"));
+    let listed = paged!(ctx, events, list, |event: CoreEvent| {
         let object = event.involved_object.name.clone().unwrap_or_default();
-        view.events.entry(object).or_default().push(event);
+        if may_belong(&object, targets)
+            && event_time(&event) >= events_since
+            && event.reporting_component.as_deref() != Some(MANAGER)
+        {
+            view.events.entry(object).or_default().push(event);
+        }
+    });
+    if let Err(e) = listed {
+        warn!(namespace = ns, error = %e, "cannot list events");
     }
     view
+}
+
+fn event_time(e: &CoreEvent) -> i64 {
+    e.last_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .or_else(|| e.event_time.as_ref().map(|t| t.0.as_second()))
+        .or_else(|| {
+            e.metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.as_second())
+        })
+        .unwrap_or(0)
 }
 
 fn parse_resources(
@@ -249,18 +336,7 @@ fn events_for<'a>(
         if object != deployment && !objects.contains(object) {
             continue;
         }
-        let last_seen = e
-            .last_timestamp
-            .as_ref()
-            .map(|t| t.0.as_second())
-            .or_else(|| e.event_time.as_ref().map(|t| t.0.as_second()))
-            .or_else(|| {
-                e.metadata
-                    .creation_timestamp
-                    .as_ref()
-                    .map(|t| t.0.as_second())
-            })
-            .unwrap_or(0);
+        let last_seen = event_time(e);
         if last_seen < since {
             continue;
         }
@@ -442,14 +518,20 @@ async fn reconcile_cycle(ipa: &IPA, ctx: &Context, now: i64) -> Result<(), Error
         .iter()
         .map(|g| g.namespace.as_str())
         .collect();
-    let views: HashMap<&str, NamespaceView> = futures::future::join_all(
-        namespaces
-            .iter()
-            .map(|ns| async move { (*ns, read_namespace(ctx, ns).await) }),
-    )
-    .await
-    .into_iter()
-    .collect();
+    let events_since = now - s.events_window as i64;
+    let views: HashMap<&str, NamespaceView> =
+        futures::future::join_all(namespaces.iter().map(|ns| {
+            let targets: BTreeSet<&str> = spec
+                .ipa_group
+                .iter()
+                .filter(|g| g.namespace == *ns)
+                .map(|g| g.deployment.as_str())
+                .collect();
+            async move { (*ns, read_namespace(ctx, ns, &targets, events_since).await) }
+        }))
+        .await
+        .into_iter()
+        .collect();
 
     let mut outcomes: Vec<Option<GroupOutcome>> = vec![None; spec.ipa_group.len()];
     let mut found: Vec<Found> = Vec::new();
@@ -1216,6 +1298,17 @@ mod tests {
         assert_eq!(not_due_for(Some(&status), Some(3), i, 1059), None);
         assert_eq!(not_due_for(Some(&status), Some(4), i, 1010), None);
         assert_eq!(not_due_for(None, Some(3), i, 1010), None);
+    }
+
+    #[test]
+    fn object_names_are_attributed_to_their_deployment() {
+        let targets: BTreeSet<&str> = ["web", "api-v2"].into();
+        assert!(may_belong("web", &targets));
+        assert!(may_belong("web-5d8f7c9b4", &targets));
+        assert!(may_belong("web-5d8f7c9b4-x2x9z", &targets));
+        assert!(may_belong("api-v2-5d8f7c9b4-x2x9z", &targets));
+        assert!(!may_belong("webapp-5d8f7c9b4-x2x9z", &targets));
+        assert!(!may_belong("other", &targets));
     }
 
     #[test]
