@@ -55,7 +55,7 @@ pub struct AgentArgs {
     #[arg(long, default_value_t = 4)]
     pub max_concurrency: usize,
     /// Token limit of one LLM reply.
-    #[arg(long, default_value_t = 320)]
+    #[arg(long, default_value_t = 400)]
     pub max_tokens: u32,
     /// Do not send the reply's JSON schema to the provider (only to test the fallback path).
     #[arg(long)]
@@ -154,7 +154,7 @@ impl Config {
             provider: ProviderConfig::Builtin,
             timeout: Duration::from_secs(30),
             max_concurrency: 4,
-            max_tokens: 320,
+            max_tokens: 400,
             use_schema: true,
             log_file: None,
             dataset: None,
