@@ -370,3 +370,56 @@ async fn a_slow_provider_hits_the_timeout_and_falls_back() -> TestResult {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn both_protocols_work_through_the_router_with_gemini() -> TestResult {
+    use axum::body::Body;
+    use axum::http::{Request, header};
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(GEMINI_PATH))
+        .respond_with(json_response(200, "gemini_success.json"))
+        .mount(&server)
+        .await;
+    let state = ipa_agent::AppState::with_engine(Config::builtin(), engine(gemini(&server)?))?;
+    let app = ipa_agent::router(state);
+    let call = |uri: &str, body: serde_json::Value| {
+        let app = app.clone();
+        let request = Request::post(uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()));
+        async move {
+            let response = app.oneshot(request?).await?;
+            let bytes = response.into_body().collect().await?.to_bytes();
+            Ok::<serde_json::Value, Box<dyn std::error::Error>>(serde_json::from_slice(&bytes)?)
+        }
+    };
+    let ours = call(
+        "/v1/recommend",
+        serde_json::json!({"snapshot": common::snapshot("web")}),
+    )
+    .await?;
+    assert_eq!(ours["source"], "llm", "{ours}");
+    assert_eq!(ours["replicas"], 4);
+    assert_eq!(ours["model"], "gemini-2.5-flash");
+    let seed = call(
+        "/askllm",
+        serde_json::json!({"metrics": "Deployment Replicas-\nPromQL: kube_deployment_spec_replicas{deployment=web, namespace=shop} Metrics: {status:success,data:{resultType:matrix,result:[{metric:{},values:[[1,3],[61,3]]}]}}\nResource requests and limits-\nCPU Resource Requests: 250m, CPU Resource Limits: 500m, Memory Resource Requests: 256Mi, Memory Resource Limits: 512Mi\n"}),
+    )
+    .await?;
+    assert_eq!(seed["status"], "success", "{seed}");
+    assert_eq!(seed["text"]["replicas"], 4);
+    assert!(
+        seed["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("gemini"),
+        "{seed}"
+    );
+    // The stub names container "app"; the seed's single container is "main": its resources stay as they are.
+    assert_eq!(seed["text"]["cpu_request"], "250m");
+    Ok(())
+}
