@@ -91,6 +91,12 @@ async fn serve() -> Result<(AppState, String), Box<dyn std::error::Error>> {
 async fn post_decision(base: &str, deployment: &str, replicas: u32) -> TestResult {
     let mut snapshot = common::snapshot(deployment);
     snapshot.replicas = replicas;
+    // Varying load, so the timelines have something to draw.
+    let load = f64::from(replicas);
+    snapshot.cpu_per_pod = Some(common::stats(0.06 * load, 0.08 * load));
+    snapshot.containers[0].cpu_cores = snapshot.cpu_per_pod;
+    snapshot.memory_per_pod = Some(common::stats(40e6 * load, 50e6 * load));
+    snapshot.containers[0].memory_bytes = snapshot.memory_per_pod;
     let body = RecommendRequest {
         snapshot,
         policy: Policy::default(),
