@@ -70,15 +70,23 @@ pub fn recommend(snapshot: &MetricsSnapshot, policy: &ResolvedPolicy) -> Recomme
     // maxReplicas are not enough, and shrink when minReplicas would idle well below the target.
     let bounded = wanted.clamp(policy.min_replicas, policy.max_replicas);
     // Shrinking pods is only worth its restarts when the demand stayed low for a long time: all of the last
-    // hour(s) of history (not just this window) must fit minReplicas well below the target.
+    // day of history (not just this window) must fit minReplicas well below the target.
     let history_peak = long_history_peak(snapshot).map(|p| p.max(demand.value));
     let too_big = history_peak.is_some_and(|peak| {
         peak / per_pod_capacity < f64::from(policy.min_replicas) * (1.0 - policy.resize_threshold)
     });
-    let resize_pod_cpu = if wanted > policy.max_replicas || too_big {
-        let needed = CpuMillis::from_cores_f64(
-            demand.value / (f64::from(bounded) * policy.target_utilization),
-        );
+    // Growing pods restarts every one of them: only for demand that stays above maxReplicas for at least half
+    // the window (its median), not for a burst.
+    let sustained = cpu.p50 * f64::from(pods) / per_pod_capacity;
+    let too_small = wanted > policy.max_replicas && sustained > f64::from(policy.max_replicas);
+    let resize_pod_cpu = if too_small || too_big {
+        let sized_for = if too_big {
+            history_peak.unwrap_or(demand.value)
+        } else {
+            demand.value
+        };
+        let needed =
+            CpuMillis::from_cores_f64(sized_for / (f64::from(bounded) * policy.target_utilization));
         why.push(format!(
             "{exact:.2} replicas' worth of demand is outside [{}, {}]: pod CPU request → {needed}",
             policy.min_replicas, policy.max_replicas
@@ -143,7 +151,7 @@ fn forecast_demand_cores(
     forecast
 }
 
-/// Highest total CPU demand in the history, when it covers at least an hour without gaps.
+/// Highest total CPU demand in the history, when it covers at least a day without gaps.
 fn long_history_peak(snapshot: &MetricsSnapshot) -> Option<f64> {
     let history = snapshot.history.as_ref()?;
     let covered = history.cpu_cores.len() as u64 * u64::from(history.step_seconds);
@@ -157,8 +165,9 @@ fn long_history_peak(snapshot: &MetricsSnapshot) -> Option<f64> {
         .try_fold(0.0f64, |m, v| v.map(|v| m.max(v)))
 }
 
-/// History needed before pods are shrunk.
-const MIN_HISTORY_FOR_SHRINK_SECONDS: u64 = 3600;
+/// History needed before pods are shrunk: a whole day (less one 5-minute step), so an on/off or daily workload
+/// is never shrunk in its quiet hours only to restart every pod when the load comes back.
+const MIN_HISTORY_FOR_SHRINK_SECONDS: u64 = 86_400 - 300;
 
 fn describe_forecast(f: &Forecast, horizon: u32) -> String {
     let mut s = format!(
