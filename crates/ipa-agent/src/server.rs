@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq as _;
 use tokio::sync::broadcast::error::RecvError;
-use tower::limit::ConcurrencyLimitLayer;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tracing::Instrument as _;
 
 use crate::decision::{DecisionLog, DecisionRecord, Route};
@@ -115,7 +115,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/recommend", post(recommend))
         .route("/askllm", post(askllm))
         .route("/llmagent", post(askllm))
-        .layer(ConcurrencyLimitLayer::new(state.max_concurrency))
+        // One semaphore for all decision routes (a per-route limit would multiply the bound).
+        .layer(GlobalConcurrencyLimitLayer::new(state.max_concurrency))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(DefaultBodyLimit::max(state.max_body_bytes));
     Router::new()

@@ -423,3 +423,49 @@ async fn both_protocols_work_through_the_router_with_gemini() -> TestResult {
     assert_eq!(seed["text"]["cpu_request"], "250m");
     Ok(())
 }
+
+#[tokio::test]
+async fn the_concurrency_limit_spans_both_protocols() -> TestResult {
+    use axum::body::Body;
+    use axum::http::{Request, header};
+    use tower::ServiceExt as _;
+
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            chat_answer(r#"{"replicas": 2, "containers": [], "rationale": "ok"}"#)
+                .set_delay(Duration::from_millis(300)),
+        )
+        .mount(&server)
+        .await;
+    let config = Config {
+        max_concurrency: 1,
+        ..Config::builtin()
+    };
+    let state = ipa_agent::AppState::with_engine(
+        config.clone(),
+        Engine::with_provider(Some(Arc::new(openai(&server, None)?)), &config),
+    )?;
+    let app = ipa_agent::router(state);
+    let request = |uri: &str, body: String| {
+        Request::post(uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+    };
+    let v1 = request(
+        "/v1/recommend",
+        serde_json::json!({"snapshot": common::snapshot("web")}).to_string(),
+    )?;
+    let seed = request("/askllm", serde_json::json!({"metrics": ""}).to_string())?;
+    let started = std::time::Instant::now();
+    let (a, b) = tokio::join!(app.clone().oneshot(v1), app.clone().oneshot(seed));
+    assert_eq!(a?.status(), 200);
+    assert_eq!(b?.status(), 200);
+    // One at a time: the two 300 ms exchanges cannot overlap.
+    assert!(
+        started.elapsed() >= Duration::from_millis(590),
+        "{:?}",
+        started.elapsed()
+    );
+    Ok(())
+}
