@@ -659,6 +659,26 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// The text comes from the network: any input gives a snapshot, never a panic.
+        #[test]
+        fn arbitrary_text_never_panics(text in "(?s).{0,600}") {
+            let s = parse_metrics(&text, 0);
+            let seed = to_seed_recommendation(&Recommendation::new(s.replicas, Source::Builtin), &s);
+            proptest::prop_assert!(seed.cpu_request.parse::<CpuMillis>().is_ok());
+        }
+
+        #[test]
+        fn mangled_seed_text_never_panics(cut in 0usize..8000, junk in "[\\[\\],:{}0-9a-z. -]{0,40}") {
+            let text = sample_text();
+            let cut = cut.min(text.len());
+            let mut mangled: String = text.chars().take(cut).collect();
+            mangled.push_str(&junk);
+            mangled.extend(text.chars().skip(cut + junk.len()));
+            let _ = parse_metrics(&mangled, 0);
+        }
+    }
+
     #[test]
     fn seed_answer_is_always_four_valid_quantities() {
         let snapshot = parse_metrics("", 0);
