@@ -225,6 +225,13 @@ async fn scale_benchmark() -> TestResult {
                     ));
                 }
             }
+            let prom_seconds: f64 = metrics
+                .encode()
+                .lines()
+                .filter(|l| l.starts_with("ipa_controller_prometheus_query_duration_seconds_sum"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            println!("  Prometheus time so far (all cycles, queries run concurrently): {prom_seconds:.2} s");
             let status = ipas
                 .get(&format!("bench-{n}"))
                 .await?
