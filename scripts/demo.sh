@@ -125,9 +125,7 @@ done
 
 echo
 echo "== summary"
-scaled=$("${kc[@]}" get events.events.k8s.io -n "$ns" --field-selector reason=Scaled -o name 2>/dev/null | wc -l)
-resized=$("${kc[@]}" get events.events.k8s.io -n "$ns" --field-selector reason=Resized -o name 2>/dev/null | wc -l)
-python3 - "$samples" "$scaled" "$resized" <<'PY'
+python3 - "$samples" <<'PY'
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 def num(v):
@@ -137,9 +135,10 @@ def num(v):
         return None
 rps = [x for x in (num(r[1]) for r in rows) if x is not None]
 pods = [x for x in (num(r[2]) for r in rows) if x is not None]
-print(f"samples: {len(rows)}; load: min {min(rps, default=0):.1f} / max {max(rps, default=0):.1f} rps")
+changes = lambda col: sum(1 for a, b in zip(rows, rows[1:]) if a[col] != b[col])
+print(f"samples: {len(rows)}; load: min {min(rps, default=0):.1f} / mean {sum(rps) / max(len(rps), 1):.1f} / max {max(rps, default=0):.1f} rps")
 print(f"replicas: min {min(pods, default=0):.0f} / max {max(pods, default=0):.0f}; "
-      f"scale events: {sys.argv[2].strip()}, resize events: {sys.argv[3].strip()}")
+      f"replica changes seen: {changes(2)}, CPU-request changes seen: {changes(3)}")
 PY
 "${kc[@]}" get ipa -n "$ns"
 "${kc[@]}" get ipa ipa -n "$ns" -o jsonpath='{range .status.conditions[*]}{.type}={.status} ({.reason}) {end}{"\n"}'
