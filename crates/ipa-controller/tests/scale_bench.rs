@@ -245,6 +245,12 @@ async fn scale_benchmark() -> TestResult {
         Ok(())
     }
     .await;
+    // The controller's own memory: the `ipa controller` binary, alone in its process, reconciling the three
+    // IPAs above (1,110 targets) until each has run a cycle.
+    let process_rss = match &result {
+        Ok(()) => controller_process_rss(&ipas).await,
+        Err(_) => Ok(None),
+    };
 
     let build = if cfg!(debug_assertions) {
         "debug build"
@@ -262,7 +268,73 @@ async fn scale_benchmark() -> TestResult {
             took.as_secs_f64()
         );
     }
+    match &process_rss {
+        Ok(Some((hwm, rss))) => println!(
+            "`ipa controller` process with all three IPAs (1,110 targets): peak RSS {hwm:.1} MiB, RSS {rss:.1} MiB"
+        ),
+        Ok(None) => {}
+        Err(e) => println!("`ipa controller` process measurement failed: {e}"),
+    }
     let _ = namespaces.delete(NS, &DeleteParams::default()).await;
     remove_nodes(&client).await;
-    result
+    result?;
+    process_rss.map(|_| ())
+}
+
+fn proc_status_mib(pid: u32, field: &str) -> Option<f64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse::<f64>()
+        .ok()
+        .map(|kb| kb / 1024.0)
+}
+
+/// Runs `$IPA_BIN controller` on the benchmark namespace until every IPA has had a new cycle; returns its
+/// (peak RSS, RSS) in MiB.
+async fn controller_process_rss(ipas: &Api<IPA>) -> TestResult<Option<(f64, f64)>> {
+    let bin = env("IPA_BIN")?;
+    let before: Vec<(String, Option<String>)> = ipas
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .map(|i| {
+            (
+                i.metadata.name.clone().unwrap_or_default(),
+                i.status.and_then(|s| s.last_reconcile_time),
+            )
+        })
+        .collect();
+    let mut child = tokio::process::Command::new(bin)
+        .args(["controller", "--namespace", NS, "--rate-window", "30s"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().ok_or("controller exited at once")?;
+    let waited = wait_until(
+        "a cycle of every IPA by the controller process",
+        Duration::from_secs(150),
+        async || {
+            let now = ipas.list(&ListParams::default()).await?.items;
+            Ok(before.iter().all(|(name, t)| {
+                now.iter().any(|i| {
+                    i.metadata.name.as_deref() == Some(name.as_str())
+                        && i.status
+                            .as_ref()
+                            .and_then(|s| s.last_reconcile_time.clone())
+                            != *t
+                })
+            }))
+        },
+    )
+    .await;
+    let figures = proc_status_mib(pid, "VmHWM:").zip(proc_status_mib(pid, "VmRSS:"));
+    let _ = child.kill().await;
+    waited?;
+    Ok(figures)
 }
