@@ -201,21 +201,23 @@ fn vertical(
         .filter(|c| policy.manages(&c.name))
         .map(|c| {
             let cpu_request = match (pod_cpu, c.requests.cpu) {
-                (Some((old, new)), Some(current)) if old.0 > 0 => CpuMillis(
+                (Some((old, new)), Some(current)) if old.0 > 0 => Some(CpuMillis(
                     ((current.0 as u128 * new.0 as u128) / old.0 as u128).min(u64::MAX as u128)
                         as u64,
-                ),
-                (_, Some(current)) => current,
+                )),
+                (_, Some(current)) => Some(current),
                 (_, None) => cpu_from_usage(c, policy),
             };
-            let cpu_request = cpu_request.clamp(policy.min_cpu, policy.max_cpu);
+            let cpu_request = cpu_request.map(|r| r.clamp(policy.min_cpu, policy.max_cpu));
             let memory_request = memory_from_usage(c, snapshot.oom_kills > 0, policy, why);
-            let cpu_limit = scale_limit(
-                c.limits.cpu.map(|v| v.0),
-                c.requests.cpu.map(|v| v.0),
-                cpu_request.0,
-                policy,
-            );
+            let cpu_limit = cpu_request.map(|request| {
+                CpuMillis(scale_limit(
+                    c.limits.cpu.map(|v| v.0),
+                    c.requests.cpu.map(|v| v.0),
+                    request.0,
+                    policy,
+                ))
+            });
             let memory_limit = memory_request.map(|m| {
                 Bytes(scale_limit(
                     c.limits.memory.map(|v| v.0),
@@ -228,11 +230,11 @@ fn vertical(
             ContainerRecommendation {
                 name: c.name.clone(),
                 requests: Resources {
-                    cpu: Some(cpu_request),
+                    cpu: cpu_request,
                     memory: memory_request.or(c.requests.memory),
                 },
                 limits: Resources {
-                    cpu: Some(CpuMillis(cpu_limit)),
+                    cpu: cpu_limit.or(c.limits.cpu),
                     memory: memory_limit.or(c.limits.memory),
                 },
             }
@@ -260,10 +262,14 @@ fn vertical_memory_only(
         .collect()
 }
 
-/// CPU request from usage when none is set: p90 per-pod usage at the target utilization.
-fn cpu_from_usage(c: &ContainerSnapshot, policy: &ResolvedPolicy) -> CpuMillis {
-    let usage = c.cpu_cores.map_or(0.0, |s| s.p90.max(s.current));
-    CpuMillis::from_cores_f64(usage / policy.target_utilization)
+/// CPU request from usage when none is set: p90 per-pod usage at the target utilization. `None` while there is
+/// no usage to size from (e.g. the pods are still starting): the floor would be a guess, not a measurement.
+fn cpu_from_usage(c: &ContainerSnapshot, policy: &ResolvedPolicy) -> Option<CpuMillis> {
+    let usage = c
+        .cpu_cores
+        .map(|s| s.p90.max(s.current))
+        .filter(|u| u.is_finite() && *u > 0.0)?;
+    Some(CpuMillis::from_cores_f64(usage / policy.target_utilization))
 }
 
 /// VPA-like memory request: the window's peak + margin, bumped after an OOM kill (max(+20 %, +100 MiB) over
@@ -447,6 +453,25 @@ mod tests {
         let rec = recommend(&s, &Policy::default().resolve());
         // Limit was 256Mi: bump = max(256 × 1.2, 256 + 100) = 356Mi.
         assert_eq!(rec.containers[0].requests.memory, Some(Bytes(356 * MIB)));
+    }
+
+    #[test]
+    fn no_cpu_request_is_sized_from_usage_but_never_from_nothing() {
+        let mut s = snapshot(2, 0.35, 100.0 * MIB as f64);
+        s.containers[0].requests.cpu = None;
+        s.containers[0].limits.cpu = None;
+        let rec = recommend(&s, &Policy::default().resolve());
+        assert_eq!(
+            rec.containers[0].requests.cpu,
+            Some(CpuMillis(500)),
+            "0.35 cores at 70 %"
+        );
+        s.containers[0].cpu_cores = None;
+        let rec = recommend(&s, &Policy::default().resolve());
+        assert_eq!(
+            rec.containers[0].requests.cpu, None,
+            "no usage yet: no request invented"
+        );
     }
 
     #[test]
