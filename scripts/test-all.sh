@@ -32,6 +32,10 @@ set -a; source testbed/.env; set +a
 step "integration tests against the real parts"
 # Tests that need the test bed or the LLM are #[ignore]d in plain `cargo test`; here they run, and fail
 # (not skip) when a part is missing.
-cargo test --workspace --locked -- --ignored --test-threads=1
+cargo test --workspace --locked -- --ignored --test-threads=1 --skip scale_benchmark
+
+step "controller scale benchmark on the test bed (figures printed, not asserted)"
+# Last: it creates 1,000 Deployments, and cleaning them up keeps the controller-manager busy for a while.
+cargo test -p ipa-controller --locked --test scale_bench -- --ignored --nocapture
 
 step "done in $(( $(date +%s) - t0 ))s"

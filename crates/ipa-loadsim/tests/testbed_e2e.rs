@@ -252,7 +252,7 @@ async fn scale(bed: &Bed, replicas: i32) -> TestResult {
 async fn wait_for_split(bed: &Bed, replicas: usize, expected_cores: f64) -> TestResult<Vec<f64>> {
     wait_for(
         &format!("{replicas} running pods"),
-        Duration::from_secs(60),
+        Duration::from_secs(180),
         || async {
             let pods = bed.running_pods().await?;
             Ok(if pods.len() == replicas {
@@ -313,7 +313,7 @@ async fn scenario(bed: &Bed) -> TestResult {
     create_test_app(&bed.client).await?;
     wait_for(
         "the test app's pod to run",
-        Duration::from_secs(60),
+        Duration::from_secs(180),
         || async {
             let pods = bed.running_pods().await?;
             Ok(if pods.len() == 1 {
