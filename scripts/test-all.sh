@@ -28,6 +28,9 @@ trap cleanup EXIT
 make testbed-up
 make llm-up
 set -a; source testbed/.env; set +a
+# The test bed's helm (built with the other Go tools) renders the chart for the manifest tests.
+HELM=${TESTBED_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ipa-testbed}/bin/helm-$(sed -n 's/^HELM_VERSION=//p' testbed/versions.env)/helm
+export HELM
 
 step "integration tests against the real parts"
 # Tests that need the test bed or the LLM are #[ignore]d in plain `cargo test`; here they run, and fail

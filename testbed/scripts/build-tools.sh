@@ -55,6 +55,7 @@ bin_name() {
   case $1 in
     go.etcd.io/etcd/server/v3) echo etcd ;;
     k8s.io/kube-state-metrics/v2) echo kube-state-metrics ;;
+    helm.sh/helm/v3/cmd/helm) echo helm ;;
     *) basename "$1" ;;
   esac
 }
@@ -77,7 +78,7 @@ simple_tool() {
   rm -rf "$out"; mv "$out.tmp" "$out"
 }
 
-targets=("$@"); [[ ${#targets[@]} -gt 0 ]] || targets=(k8s etcd kwok ksm)
+targets=("$@"); [[ ${#targets[@]} -gt 0 ]] || targets=(k8s etcd kwok ksm helm)
 for t in "${targets[@]}"; do
   start=$(date +%s)
   case $t in
@@ -85,6 +86,7 @@ for t in "${targets[@]}"; do
     etcd) simple_tool etcd "$ETCD_VERSION" go.etcd.io/etcd/server/v3 go.etcd.io/etcd/server/v3 ;;
     kwok) simple_tool kwok "$KWOK_VERSION" sigs.k8s.io/kwok sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl ;;
     ksm) simple_tool ksm "$KSM_VERSION" k8s.io/kube-state-metrics/v2 k8s.io/kube-state-metrics/v2 ;;
+    helm) simple_tool helm "$HELM_VERSION" helm.sh/helm/v3 helm.sh/helm/v3/cmd/helm ;;
     *) log "unknown tool $t"; exit 2 ;;
   esac
   log "$t done in $(( $(date +%s) - start ))s"

@@ -83,3 +83,55 @@ fn install_yaml_passes_server_side_dry_run() -> TestResult {
     assert!(out.contains("ipa.ipa.shafinhasnat.me/ipa created"), "{out}");
     Ok(())
 }
+
+/// The Helm chart: `helm lint`, then `helm template --include-crds` validated by the real apiserver with a
+/// server-side dry run. `HELM` is the test bed's helm binary (built from the Go module proxy; scripts/test-all.sh
+/// exports it); it only renders, nothing is installed.
+#[test]
+#[ignore = "needs the test bed (make test)"]
+fn helm_chart_lints_and_renders_to_valid_objects() -> TestResult {
+    std::env::var("KUBECONFIG")
+        .map_err(|_| "KUBECONFIG is not set: run `make testbed-up` and source testbed/.env")?;
+    let helm = std::env::var("HELM")
+        .map_err(|_| "HELM is not set: scripts/test-all.sh exports the test bed's helm binary")?;
+    let chart = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/helm/ipa");
+    let helm_run = |args: &[&str]| -> Result<String, Box<dyn std::error::Error>> {
+        let out = Command::new(&helm).args(args).arg(&chart).output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            return Err(format!(
+                "helm {args:?} failed: {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
+        }
+        Ok(stdout)
+    };
+    println!("{}", helm_run(&["lint"])?);
+    let rendered = helm_run(&[
+        "template",
+        "ipa",
+        "--namespace",
+        "ipa-system",
+        "--include-crds",
+    ])?;
+    let file = std::env::temp_dir().join(format!("ipa-helm-{}.yaml", std::process::id()));
+    std::fs::write(&file, &rendered)?;
+    if run(&["get", "namespace", "ipa-system"], None).is_err() {
+        run(&["create", "namespace", "ipa-system"], None)?;
+    }
+    let out = run(
+        &["apply", "--dry-run=server", "-n", "ipa-system"],
+        Some(&file),
+    );
+    let _ = std::fs::remove_file(&file);
+    let out = out?;
+    println!("{out}");
+    for object in [
+        "customresourcedefinition.apiextensions.k8s.io/ipas.ipa.shafinhasnat.me",
+        "deployment.apps/",
+    ] {
+        assert!(out.contains(object), "{object} missing from: {out}");
+    }
+    Ok(())
+}
