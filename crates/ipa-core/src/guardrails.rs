@@ -594,16 +594,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn flat(v: f64) -> SeriesStats {
-        SeriesStats {
-            current: v,
-            mean: v,
-            p50: v,
-            p90: v,
-            p95: v,
-            max: v,
-            trend_per_min: 0.0,
-            samples: 20,
-        }
+        SeriesStats::constant(v, 20)
     }
 
     fn snapshot(replicas: u32) -> MetricsSnapshot {

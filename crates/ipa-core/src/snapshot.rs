@@ -37,6 +37,22 @@ pub struct SeriesStats {
     pub samples: u32,
 }
 
+impl SeriesStats {
+    /// Statistics of a series that held `value` for `samples` samples (tests, fixtures, synthetic inputs).
+    pub fn constant(value: f64, samples: u32) -> Self {
+        Self {
+            current: value,
+            mean: value,
+            p50: value,
+            p90: value,
+            p95: value,
+            max: value,
+            trend_per_min: 0.0,
+            samples,
+        }
+    }
+}
+
 /// Requests or limits of one container. `None` means "not set" (Kubernetes' default), not zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct Resources {
