@@ -118,12 +118,7 @@ pub fn to_gemini_schema(schema: &Value) -> Value {
 /// Reads a `generateContent` answer.
 pub fn parse_response(body: &Value) -> Result<ChatReply, ProviderError> {
     let usage = body.get("usageMetadata");
-    let tokens = |key: &str| {
-        usage
-            .and_then(|u| u.get(key))
-            .and_then(Value::as_u64)
-            .map(|v| v.min(u64::from(u32::MAX)) as u32)
-    };
+    let tokens = |key: &str| super::token_count(usage, key);
     let candidate = match body.get("candidates").and_then(Value::as_array) {
         Some(c) if !c.is_empty() => &c[0],
         _ => {

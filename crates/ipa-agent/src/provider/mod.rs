@@ -226,6 +226,14 @@ pub(crate) async fn post_json(
 }
 
 /// The human-readable message of a provider's error body (`{"error": {"message": ..}}` or the text), shortened.
+/// A token count from a provider's usage object (`usage` / `usageMetadata`), saturated to `u32`.
+pub(crate) fn token_count(usage: Option<&Value>, key: &str) -> Option<u32> {
+    usage
+        .and_then(|u| u.get(key))
+        .and_then(Value::as_u64)
+        .map(|v| v.min(u64::from(u32::MAX)) as u32)
+}
+
 fn error_message(body: &str) -> String {
     let message = serde_json::from_str::<Value>(body)
         .ok()

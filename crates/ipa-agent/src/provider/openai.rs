@@ -98,12 +98,7 @@ pub fn parse_response(body: &Value) -> Result<ChatReply, ProviderError> {
         return Err(ProviderError::Empty("the message has no content".into()));
     }
     let usage = body.get("usage");
-    let tokens = |key: &str| {
-        usage
-            .and_then(|u| u.get(key))
-            .and_then(Value::as_u64)
-            .map(|v| v.min(u64::from(u32::MAX)) as u32)
-    };
+    let tokens = |key: &str| super::token_count(usage, key);
     Ok(ChatReply {
         text: text.to_string(),
         model: body
