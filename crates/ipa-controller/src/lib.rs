@@ -18,6 +18,7 @@ pub mod promql;
 pub mod reconcile;
 pub mod safety;
 pub mod server;
+pub mod slim;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

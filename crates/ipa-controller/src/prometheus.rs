@@ -44,7 +44,7 @@ struct ApiResponse {
 enum ApiData {
     Vector(Vec<VectorItem>),
     Matrix(Vec<MatrixItem>),
-    Scalar((f64, String)),
+    Scalar((f64, SampleValue)),
     String(serde::de::IgnoredAny),
 }
 
@@ -52,7 +52,7 @@ enum ApiData {
 struct VectorItem {
     #[serde(default)]
     metric: Labels,
-    value: (f64, String),
+    value: (f64, SampleValue),
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,11 +60,33 @@ struct MatrixItem {
     #[serde(default)]
     metric: Labels,
     #[serde(default)]
-    values: Vec<(f64, String)>,
+    values: Vec<(f64, SampleValue)>,
 }
 
-fn parse_value(text: &str) -> Option<f64> {
-    text.parse::<f64>().ok().filter(|v| v.is_finite())
+/// A sample value. Prometheus sends numbers as strings ("0.25", "NaN", "+Inf"); they are parsed while reading,
+/// so a range query over 1,000 pods does not allocate a string per point. Unparsable text reads as NaN, which
+/// is then dropped like any non-finite value.
+#[derive(Debug, Clone, Copy)]
+struct SampleValue(f64);
+
+impl<'de> Deserialize<'de> for SampleValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = SampleValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a sample value as a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<SampleValue, E> {
+                Ok(SampleValue(text.parse().unwrap_or(f64::NAN)))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
+fn parse_value(value: SampleValue) -> Option<f64> {
+    Some(value.0).filter(|v| v.is_finite())
 }
 
 /// Parses an instant-query body into samples (scalars become one unlabeled sample).
@@ -73,13 +95,13 @@ pub fn parse_vector(body: &[u8]) -> Result<Vec<Sample>, Error> {
         ApiData::Vector(items) => Ok(items
             .into_iter()
             .filter_map(|i| {
-                parse_value(&i.value.1).map(|value| Sample {
+                parse_value(i.value.1).map(|value| Sample {
                     labels: i.metric,
                     value,
                 })
             })
             .collect()),
-        ApiData::Scalar((_, v)) => Ok(parse_value(&v)
+        ApiData::Scalar((_, v)) => Ok(parse_value(v)
             .map(|value| Sample {
                 labels: Labels::new(),
                 value,
@@ -100,7 +122,7 @@ pub fn parse_matrix(body: &[u8]) -> Result<Vec<Series>, Error> {
                 points: i
                     .values
                     .into_iter()
-                    .filter_map(|(t, v)| parse_value(&v).map(|v| (t, v)))
+                    .filter_map(|(t, v)| parse_value(v).map(|v| (t, v)))
                     .collect(),
             })
             .collect()),
@@ -175,7 +197,7 @@ impl Prometheus {
         endpoint: &str,
         kind: &'static str,
         form: &[(&str, String)],
-    ) -> Result<Vec<u8>, Error> {
+    ) -> Result<bytes::Bytes, Error> {
         let started = Instant::now();
         let result = self.post_inner(endpoint, form).await;
         self.metrics
@@ -183,7 +205,11 @@ impl Prometheus {
         result
     }
 
-    async fn post_inner(&self, endpoint: &str, form: &[(&str, String)]) -> Result<Vec<u8>, Error> {
+    async fn post_inner(
+        &self,
+        endpoint: &str,
+        form: &[(&str, String)],
+    ) -> Result<bytes::Bytes, Error> {
         let url = format!("{}/api/v1/{endpoint}", self.base);
         let response = self
             .http
@@ -202,7 +228,7 @@ impl Prometheus {
         if !(status.is_success() || status.as_u16() == 400 || status.as_u16() == 422) {
             return Err(Error::Prometheus(format!("{url}: http {status}")));
         }
-        Ok(body.to_vec())
+        Ok(body)
     }
 }
 

@@ -13,6 +13,7 @@ use ipa_core::{
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod, Secret};
 use kube::api::{ListParams, Patch, PatchParams};
+use kube::core::Request;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -27,6 +28,7 @@ use crate::crd::{
 use crate::metrics::Metrics;
 use crate::prometheus::Prometheus;
 use crate::promql::{self, Selection, Windows};
+use crate::slim::{self, DeploymentView, EventView, MetaOnly};
 use crate::{Error, apply, safety};
 
 /// Field manager / reporting controller name.
@@ -126,35 +128,25 @@ pub fn error_policy(ipa: Arc<IPA>, error: &Error, ctx: Arc<Context>) -> Action {
 /// What the API says about one namespace this cycle.
 #[derive(Debug, Default)]
 struct NamespaceView {
-    deployments: Option<HashMap<String, Deployment>>,
+    deployments: Option<HashMap<String, DeploymentView>>,
     /// Deployment name → its ReplicaSets.
     replica_sets: Option<HashMap<String, Vec<String>>>,
     /// ReplicaSet name → its pods.
     pods: Option<HashMap<String, Vec<String>>>,
     /// Events by the name of the object they are about.
-    events: HashMap<String, Vec<CoreEvent>>,
+    events: HashMap<String, Vec<EventView>>,
     error: Option<String>,
 }
 
 /// Names of objects grouped by the name of their controlling owner of `kind`.
-fn children_by_owner<K>(
-    items: Vec<kube::core::PartialObjectMeta<K>>,
-    kind: &str,
-) -> HashMap<String, Vec<String>> {
+fn children_by_owner(items: Vec<MetaOnly>, kind: &str) -> HashMap<String, Vec<String>> {
     let mut by_owner: HashMap<String, Vec<String>> = HashMap::new();
     for m in items {
-        let parent = m
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .find(|o| o.kind == kind && o.controller == Some(true))
-            .map(|o| o.name.clone());
-        if let Some(parent) = parent {
+        if let Some(parent) = m.metadata.controller_of_kind(kind) {
             by_owner
-                .entry(parent)
+                .entry(parent.to_string())
                 .or_default()
-                .push(m.metadata.name.unwrap_or_default());
+                .push(m.metadata.name);
         }
     }
     by_owner
@@ -163,17 +155,18 @@ fn children_by_owner<K>(
 /// Objects per list page: peak memory is a page, not a namespace.
 const PAGE_SIZE: u32 = 250;
 
-/// Lists every page of `$api.$list(..)`, handing each item to `$keep`; evaluates to the first error, if any.
-/// (A macro rather than a generic fn over an async closure: such futures are not yet provably `Send`.)
+/// Lists every page of `$request`'s collection as slim items, handing each to `$keep`; evaluates to the first
+/// error, if any. (A macro rather than a generic fn over an async closure: such futures are not yet provably
+/// `Send`.)
 macro_rules! paged {
-    ($ctx:expr, $api:expr, $list:ident, $keep:expr $(,)?) => {{
+    ($ctx:expr, $request:expr, $metadata_only:expr, $keep:expr $(,)?) => {{
         let mut keep = $keep;
         let mut params = ListParams::default().limit(PAGE_SIZE);
         loop {
             $ctx.metrics.kube_request("list");
-            match $api.$list(&params).await {
+            match slim::list_page(&$ctx.client, &$request, &params, $metadata_only).await {
                 Ok(page) => {
-                    let next = page.metadata.continue_.clone().filter(|c| !c.is_empty());
+                    let next = page.metadata.continue_token.filter(|c| !c.is_empty());
                     page.items.into_iter().for_each(&mut keep);
                     match next {
                         Some(token) => params = params.continue_token(&token),
@@ -208,17 +201,16 @@ async fn read_namespace(
     targets: &BTreeSet<&str>,
     events_since: i64,
 ) -> NamespaceView {
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
-    let replica_sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), ns);
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let events: Api<CoreEvent> = Api::namespaced(ctx.client.clone(), ns);
+    let deployments = Request::new(Deployment::url_path(&(), Some(ns)));
+    let replica_sets = Request::new(ReplicaSet::url_path(&(), Some(ns)));
+    let pods = Request::new(Pod::url_path(&(), Some(ns)));
+    let events = Request::new(CoreEvent::url_path(&(), Some(ns)));
     let mut view = NamespaceView::default();
 
     let mut found = HashMap::new();
-    let listed = paged!(ctx, deployments, list, |d: Deployment| {
-        let name = d.name_any();
-        if targets.contains(name.as_str()) {
-            found.insert(name, d);
+    let listed = paged!(ctx, deployments, false, |d: DeploymentView| {
+        if targets.contains(d.metadata.name.as_str()) {
+            found.insert(d.metadata.name.clone(), d);
         }
     });
     match listed {
@@ -227,37 +219,27 @@ async fn read_namespace(
     }
     // Owners inverted once per namespace, so each target's lookups are O(its own objects).
     let mut rs_items = Vec::new();
-    let listed = paged!(
-        ctx,
-        replica_sets,
-        list_metadata,
-        |m: kube::core::PartialObjectMeta<ReplicaSet>| {
-            if may_belong(m.metadata.name.as_deref().unwrap_or(""), targets) {
-                rs_items.push(m);
-            }
-        },
-    );
+    let listed = paged!(ctx, replica_sets, true, |m: MetaOnly| {
+        if may_belong(&m.metadata.name, targets) {
+            rs_items.push(m);
+        }
+    });
     view.replica_sets = listed
         .ok()
         .map(|()| children_by_owner(rs_items, "Deployment"));
     let mut pod_items = Vec::new();
-    let listed = paged!(
-        ctx,
-        pods,
-        list_metadata,
-        |m: kube::core::PartialObjectMeta<Pod>| {
-            if may_belong(m.metadata.name.as_deref().unwrap_or(""), targets) {
-                pod_items.push(m);
-            }
-        },
-    );
+    let listed = paged!(ctx, pods, true, |m: MetaOnly| {
+        if may_belong(&m.metadata.name, targets) {
+            pod_items.push(m);
+        }
+    });
     view.pods = listed
         .ok()
         .map(|()| children_by_owner(pod_items, "ReplicaSet"));
-    let listed = paged!(ctx, events, list, |event: CoreEvent| {
+    let listed = paged!(ctx, events, false, |event: EventView| {
         let object = event.involved_object.name.clone().unwrap_or_default();
         if may_belong(&object, targets)
-            && event_time(&event) >= events_since
+            && event.last_seen() >= events_since
             && event.reporting_component.as_deref() != Some(MANAGER)
         {
             view.events.entry(object).or_default().push(event);
@@ -267,20 +249,6 @@ async fn read_namespace(
         warn!(namespace = ns, error = %e, "cannot list events");
     }
     view
-}
-
-fn event_time(e: &CoreEvent) -> i64 {
-    e.last_timestamp
-        .as_ref()
-        .map(|t| t.0.as_second())
-        .or_else(|| e.event_time.as_ref().map(|t| t.0.as_second()))
-        .or_else(|| {
-            e.metadata
-                .creation_timestamp
-                .as_ref()
-                .map(|t| t.0.as_second())
-        })
-        .unwrap_or(0)
 }
 
 fn parse_resources(
@@ -296,33 +264,26 @@ fn parse_resources(
     }
 }
 
-fn containers_of(d: &Deployment) -> Vec<ContainerSnapshot> {
-    d.spec
-        .template
-        .spec
-        .as_ref()
-        .map(|s| {
-            s.containers
-                .iter()
-                .map(|c| {
-                    let res = c.resources.as_ref();
-                    ContainerSnapshot {
-                        name: c.name.clone(),
-                        requests: parse_resources(res.and_then(|r| r.requests.as_ref())),
-                        limits: parse_resources(res.and_then(|r| r.limits.as_ref())),
-                        cpu_cores: None,
-                        memory_bytes: None,
-                    }
-                })
-                .collect()
+fn containers_of(d: &DeploymentView) -> Vec<ContainerSnapshot> {
+    d.containers()
+        .iter()
+        .map(|c| {
+            let res = c.resources.as_ref();
+            ContainerSnapshot {
+                name: c.name.clone(),
+                requests: parse_resources(res.and_then(|r| r.requests.as_ref())),
+                limits: parse_resources(res.and_then(|r| r.limits.as_ref())),
+                cpu_cores: None,
+                memory_bytes: None,
+            }
         })
-        .unwrap_or_default()
+        .collect()
 }
 
 /// Events about the Deployment, its ReplicaSets and its pods within the window, deduplicated by
 /// (type, reason, message with the object's name replaced) and newest first.
 fn events_for<'a>(
-    events: impl IntoIterator<Item = &'a CoreEvent>,
+    events: impl IntoIterator<Item = &'a EventView>,
     deployment: &str,
     objects: &BTreeSet<String>,
     since: i64,
@@ -336,7 +297,7 @@ fn events_for<'a>(
         if object != deployment && !objects.contains(object) {
             continue;
         }
-        let last_seen = event_time(e);
+        let last_seen = e.last_seen();
         if last_seen < since {
             continue;
         }
@@ -496,7 +457,7 @@ async fn ask(
 struct Found {
     index: usize,
     info: TargetInfo,
-    deployment: Deployment,
+    deployment: DeploymentView,
     policy: ResolvedPolicy,
     mode: Mode,
 }
@@ -509,7 +470,14 @@ async fn reconcile_cycle(ipa: &IPA, ctx: &Context, now: i64) -> Result<(), Error
     })?;
     let spec = &ipa.spec.metadata;
     let interval = spec.interval();
-    let previous = ipa.status.clone().unwrap_or_default();
+    let no_status = IpaStatus::default();
+    let previous = ipa.status.as_ref().unwrap_or(&no_status);
+    // Last cycle's group statuses by target, looked up once per group (not a scan per group).
+    let previous_groups: HashMap<(&str, &str), &GroupStatus> = previous
+        .groups
+        .iter()
+        .map(|g| ((g.namespace.as_str(), g.deployment.as_str()), g))
+        .collect();
     let s = ctx.settings;
 
     // 1. Read the API, one list per kind per namespace (not one call per target).
@@ -519,7 +487,7 @@ async fn reconcile_cycle(ipa: &IPA, ctx: &Context, now: i64) -> Result<(), Error
         .map(|g| g.namespace.as_str())
         .collect();
     let events_since = now - s.events_window as i64;
-    let views: HashMap<&str, NamespaceView> =
+    let mut views: HashMap<&str, NamespaceView> =
         futures::future::join_all(namespaces.iter().map(|ns| {
             let targets: BTreeSet<&str> = spec
                 .ipa_group
@@ -544,10 +512,9 @@ async fn reconcile_cycle(ipa: &IPA, ctx: &Context, now: i64) -> Result<(), Error
             mode: mode.as_str().into(),
             ..GroupStatus::default()
         };
-        let prev = previous
-            .groups
-            .iter()
-            .find(|g| g.namespace == group.namespace && g.deployment == group.deployment);
+        let prev = previous_groups
+            .get(&(group.namespace.as_str(), group.deployment.as_str()))
+            .copied();
         let missing = |reason: &str, message: String| GroupOutcome {
             status: GroupStatus {
                 guard_state: prev.map(|p| p.guard_state.clone()).unwrap_or_default(),
@@ -572,15 +539,19 @@ async fn reconcile_cycle(ipa: &IPA, ctx: &Context, now: i64) -> Result<(), Error
             ));
             continue;
         }
-        let view = views.get(group.namespace.as_str());
-        let deployment = match view.and_then(|v| v.deployments.as_ref()) {
-            Some(deployments) => deployments.get(&group.deployment).cloned(),
-            None => {
-                let why = view.and_then(|v| v.error.clone()).unwrap_or_default();
+        // Taken, not cloned: a target is decided once per cycle (duplicates were skipped above).
+        let deployment = match views.get_mut(group.namespace.as_str()) {
+            Some(NamespaceView {
+                deployments: Some(deployments),
+                ..
+            }) => deployments.remove(&group.deployment),
+            other => {
+                let why = other.and_then(|v| v.error.clone()).unwrap_or_default();
                 outcomes[index] = Some(missing("ReadFailed", why));
                 continue;
             }
         };
+        let view = views.get(group.namespace.as_str());
         let Some(deployment) = deployment else {
             outcomes[index] = Some(missing(
                 "NotFound",
@@ -752,9 +723,12 @@ async fn reconcile_cycle(ipa: &IPA, ctx: &Context, now: i64) -> Result<(), Error
         let Some((rec, agent_error)) = answers.get(&f.index).cloned() else {
             continue;
         };
-        let prev = previous.groups.iter().find(|g| {
-            g.namespace == f.info.target.namespace && g.deployment == f.info.target.deployment
-        });
+        let prev = previous_groups
+            .get(&(
+                f.info.target.namespace.as_str(),
+                f.info.target.deployment.as_str(),
+            ))
+            .copied();
         let outcome = decide_and_apply(
             ipa,
             ctx,
@@ -772,7 +746,7 @@ async fn reconcile_cycle(ipa: &IPA, ctx: &Context, now: i64) -> Result<(), Error
 
     // 5. Status.
     let outcomes: Vec<GroupOutcome> = outcomes.into_iter().flatten().collect();
-    let mut status = ipa_status(ipa, &previous, &outcomes, &metric_errors, now);
+    let mut status = ipa_status(ipa, previous, &outcomes, &metric_errors, now);
     let detail = fit_status(&mut status, STATUS_BUDGET_BYTES);
     if detail != Detail::Full {
         info!(
@@ -781,17 +755,34 @@ async fn reconcile_cycle(ipa: &IPA, ctx: &Context, now: i64) -> Result<(), Error
             "status trimmed to fit the object size limit"
         );
     }
-    let api: Api<IPA> = Api::namespaced(ctx.client.clone(), &namespace);
     ctx.metrics.kube_request("patch");
-    api.patch_status(
-        &name,
-        &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({ "status": status })),
-    )
-    .await
-    .map_err(Error::kube(format!("writing status of {namespace}/{name}")))?;
+    // The apiserver answers with the whole IPA (spec and status, ~1 MB at 1,000 targets); it is skipped, not
+    // parsed.
+    let write = Request::new(IPA::url_path(&(), Some(&namespace)))
+        .patch_subresource(
+            "status",
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(StatusPatch { status: &status }),
+        )
+        .map_err(kube::Error::BuildRequest);
+    let written = match write {
+        Ok(request) => ctx
+            .client
+            .request::<serde::de::IgnoredAny>(request)
+            .await
+            .map(drop),
+        Err(e) => Err(e),
+    };
+    written.map_err(Error::kube(format!("writing status of {namespace}/{name}")))?;
     info!(decision = %status.last_decision, "cycle done");
     Ok(())
+}
+
+/// The status write's body, serialized straight from the status (no intermediate JSON tree of ~1 MB).
+#[derive(Debug, serde::Serialize)]
+struct StatusPatch<'a> {
+    status: &'a IpaStatus,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -837,7 +828,7 @@ async fn decide_and_apply(
         }
     } else if scale || !resize.is_empty() {
         let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &target.namespace);
-        let mut rv = f.deployment.resource_version();
+        let mut rv = f.deployment.metadata.resource_version.clone();
         let mut messages = Vec::new();
         if scale {
             ctx.metrics.kube_request("patch");
@@ -851,7 +842,15 @@ async fn decide_and_apply(
                     ctx.metrics.change("scale");
                     last_scale_time = rfc3339(now);
                     let what = format!("replicas {} → {}", snap.replicas, safe.replicas);
-                    publish(ctx, &f.deployment, "Scaled", "Scale", &what, &rec).await;
+                    publish(
+                        ctx,
+                        &f.deployment.object_ref(&target.namespace),
+                        "Scaled",
+                        "Scale",
+                        &what,
+                        &rec,
+                    )
+                    .await;
                     changes.push(format!("{target} {what}"));
                     messages.push(what);
                 }
@@ -883,7 +882,15 @@ async fn decide_and_apply(
                             .collect::<Vec<_>>()
                             .join(", ")
                     );
-                    publish(ctx, &f.deployment, "Resized", "Resize", &what, &rec).await;
+                    publish(
+                        ctx,
+                        &f.deployment.object_ref(&target.namespace),
+                        "Resized",
+                        "Resize",
+                        &what,
+                        &rec,
+                    )
+                    .await;
                     changes.push(format!("{target} {what}"));
                     messages.push(what);
                 }
@@ -1024,7 +1031,7 @@ fn failed_write(ctx: &Context, e: &kube::Error, what: &'static str) -> Want {
 
 async fn publish(
     ctx: &Context,
-    deployment: &Deployment,
+    deployment: &k8s_openapi::api::core::v1::ObjectReference,
     reason: &str,
     action: &str,
     what: &str,
@@ -1042,11 +1049,7 @@ async fn publish(
         secondary: None,
     };
     ctx.metrics.kube_request("create");
-    if let Err(e) = ctx
-        .recorder
-        .publish(&event, &deployment.object_ref(&()))
-        .await
-    {
+    if let Err(e) = ctx.recorder.publish(&event, deployment).await {
         warn!(error = %e, "could not publish event");
     }
 }
@@ -1313,10 +1316,9 @@ mod tests {
 
     #[test]
     fn events_are_deduplicated_and_filtered() {
-        let ev = |object: &str, reason: &str, msg: &str, count: i32, at: i64| CoreEvent {
-            involved_object: k8s_openapi::api::core::v1::ObjectReference {
+        let ev = |object: &str, reason: &str, msg: &str, count: i32, at: i64| EventView {
+            involved_object: slim::InvolvedObject {
                 name: Some(object.into()),
-                ..Default::default()
             },
             reason: Some(reason.into()),
             message: Some(msg.replace("{}", object)),
