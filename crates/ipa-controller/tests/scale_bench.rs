@@ -260,7 +260,7 @@ async fn scale_benchmark() -> TestResult {
     println!("\nscale benchmark ({build}; Recommend mode, built-in recommender, no ingress):");
     println!(
         "{:>8} {:>18} {:>16} {:>12} {:>10}",
-        "targets", "prom queries/cycle", "api requests/cycle", "cycle (s)", "RSS (MiB)"
+        "targets", "prom queries/cycle", "api requests/cycle", "cycle (s)", "test RSS (MiB)"
     );
     for (n, q, k, took, rss) in &rows {
         println!(
@@ -270,10 +270,17 @@ async fn scale_benchmark() -> TestResult {
     }
     match &process_rss {
         Ok(Some((hwm, rss))) => println!(
-            "`ipa controller` process with all three IPAs (1,110 targets): peak RSS {hwm:.1} MiB, RSS {rss:.1} MiB"
+            "`ipa controller` process ({}) with all three IPAs (1,110 targets): peak RSS {hwm:.1} MiB, RSS {rss:.1} MiB",
+            std::env::var("IPA_BIN").unwrap_or_default()
         ),
         Ok(None) => {}
         Err(e) => println!("`ipa controller` process measurement failed: {e}"),
+    }
+    if std::env::var_os("IPA_BENCH_KEEP").is_some() {
+        // For profiling `ipa controller` by hand against the same 1,110 targets (docs/operator.md#scale).
+        println!("IPA_BENCH_KEEP is set: namespace {NS} and the extra nodes are left in place");
+        result?;
+        return process_rss.map(|_| ());
     }
     let _ = namespaces.delete(NS, &DeleteParams::default()).await;
     // Leave the bed as we found it: tests that run after this one need a controller-manager that is not still
