@@ -4,9 +4,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc rather than the system allocator: glibc's per-thread arenas kept the controller's resident memory at
-/// about twice its live heap after each 1,000-target cycle, and musl's allocator (the static image) is slow
-/// under tokio's threads. Figures in docs/operator.md#scale.
+/// jemalloc rather than the system allocator: glibc's per-thread arenas kept the controller's resident memory at
+/// about twice its live heap after a 1,000-target cycle (mimalloc held even more), and musl's allocator, in the
+/// static image, is slow under tokio's threads. Figures in docs/operator.md#scale.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
