@@ -210,22 +210,23 @@ fn vertical(
             };
             let cpu_request = cpu_request.map(|r| r.clamp(policy.min_cpu, policy.max_cpu));
             let memory_request = memory_from_usage(c, snapshot.oom_kills > 0, policy, why);
-            let cpu_limit = cpu_request.map(|request| {
-                CpuMillis(scale_limit(
+            let cpu_limit = cpu_request.and_then(|request| {
+                scale_limit(
                     c.limits.cpu.map(|v| v.0),
                     c.requests.cpu.map(|v| v.0),
                     request.0,
                     policy,
-                ))
+                )
+                .map(CpuMillis)
             });
-            let memory_limit = memory_request.map(|m| {
-                Bytes(scale_limit(
+            let memory_limit = memory_request.and_then(|m| {
+                scale_limit(
                     c.limits.memory.map(|v| v.0),
                     c.requests.memory.map(|v| v.0),
                     m.0,
                     policy,
-                ))
-                .round_up_mib()
+                )
+                .map(|l| Bytes(l).round_up_mib())
             });
             ContainerRecommendation {
                 name: c.name.clone(),
@@ -331,23 +332,25 @@ pub fn oom_bump(used: Bytes) -> Bytes {
 }
 
 /// A limit for `request` that keeps the container's current limit/request ratio (VPA's `RequestsAndLimits`),
-/// or the policy's default ratio when either is unset. Never below the request.
+/// or the policy's default ratio when the container has a limit but no request. Never below the request.
+/// `None` when the container has no limit: as with VPA, a limit is its owner's choice (a CPU limit throttles, a
+/// memory limit OOM-kills), and adding one would also restart every pod for a change nobody asked for.
 fn scale_limit(
     limit: Option<u64>,
     old_request: Option<u64>,
     request: u64,
     policy: &ResolvedPolicy,
-) -> u64 {
-    let ratio = match (limit, old_request) {
-        (Some(l), Some(r)) if r > 0 && l >= r => l as f64 / r as f64,
+) -> Option<u64> {
+    let ratio = match (limit?, old_request) {
+        (l, Some(r)) if r > 0 && l >= r => l as f64 / r as f64,
         _ => policy.limit_ratio,
     };
     let limit = (request as f64 * ratio).ceil();
-    if limit.is_finite() {
+    Some(if limit.is_finite() {
         (limit.min(u64::MAX as f64) as u64).max(request)
     } else {
         request
-    }
+    })
 }
 
 #[cfg(test)]
@@ -444,6 +447,32 @@ mod tests {
         let rec = recommend(&s, &Policy::default().resolve());
         // Limit was 256Mi: bump = max(256 × 1.2, 256 + 100) = 356Mi.
         assert_eq!(rec.containers[0].requests.memory, Some(Bytes(356 * MIB)));
+    }
+
+    #[test]
+    fn limits_are_scaled_where_set_and_never_added() {
+        let policy = Policy {
+            max_replicas: Some(4),
+            ..Policy::default()
+        }
+        .resolve();
+        // Requests must grow (capped replicas, peak memory above the request), but the container has no limits.
+        let mut s = snapshot(4, 0.7, 200.0 * MIB as f64);
+        s.containers[0].limits = Resources::default();
+        let rec = recommend(&s, &policy);
+        assert_eq!(rec.containers[0].requests.cpu, Some(CpuMillis(1000)));
+        assert_eq!(rec.containers[0].requests.memory, Some(Bytes(276 * MIB)));
+        assert_eq!(rec.containers[0].limits, Resources::default());
+        // A limit without a request takes the policy's ratio over the new request.
+        s.containers[0].limits.memory = Some(Bytes(512 * MIB));
+        s.containers[0].requests.memory = None;
+        let rec = recommend(&s, &policy);
+        assert_eq!(rec.containers[0].limits.cpu, None);
+        assert_eq!(
+            rec.containers[0].limits.memory,
+            Some(Bytes(345 * MIB)),
+            "230Mi × 1.5"
+        );
     }
 
     #[test]
