@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::policy::{ResolvedPolicy, ResolvedRules};
 use crate::quantity::{Bytes, CpuMillis};
-use crate::recommendation::{ContainerRecommendation, GuardrailNote, Recommendation, Rule};
+use crate::recommendation::{ContainerRecommendation, GuardrailNote, Recommendation, Rule, Source};
 use crate::recommender::oom_bump;
 use crate::snapshot::{ContainerSnapshot, MetricsSnapshot, Resources};
 
@@ -61,8 +61,9 @@ pub fn guard(
     let mut notes = Vec::new();
     let mut state = state.clone();
     let containers = guard_resources(proposal, snapshot, policy, &state, now, &mut notes);
+    let proposed = plausible_replicas(proposal, snapshot, policy, &mut notes);
     let replicas = guard_replicas(
-        proposal.replicas,
+        proposed,
         snapshot,
         policy,
         &mut state,
@@ -102,6 +103,40 @@ pub fn guard(
         notes,
         state,
     }
+}
+
+/// How far a language model's replica count may stray from what the metrics support (the built-in
+/// recommender's answer on the same snapshot): between half and twice it, and always one more than it.
+pub const PLAUSIBLE_FACTOR: u32 = 2;
+
+/// A model's replica count, held within [`PLAUSIBLE_FACTOR`] of the evidence. Policy bounds alone let a model
+/// that misreads the prompt ask for 10 pods to serve 0.1 cores (Gemma 270M does); its advice may shape the
+/// decision, not overrule the metrics. Built-in and fallback answers are the evidence itself.
+fn plausible_replicas(
+    proposal: &Recommendation,
+    snapshot: &MetricsSnapshot,
+    policy: &ResolvedPolicy,
+    notes: &mut Vec<GuardrailNote>,
+) -> u32 {
+    if proposal.source != Source::Llm {
+        return proposal.replicas;
+    }
+    let evidence = crate::recommender::recommend(snapshot, policy).replicas;
+    let low = evidence.div_ceil(PLAUSIBLE_FACTOR);
+    let high = evidence
+        .saturating_mul(PLAUSIBLE_FACTOR)
+        .max(evidence.saturating_add(1));
+    let held = proposal.replicas.clamp(low, high);
+    if held != proposal.replicas {
+        notes.push(GuardrailNote::new(
+            Rule::Implausible,
+            format!(
+                "{} replicas are not supported by the metrics (they support {evidence}); held at {held}, within [{low}, {high}]",
+                proposal.replicas
+            ),
+        ));
+    }
+    held
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -623,8 +658,55 @@ mod tests {
         s
     }
 
+    /// A built-in proposal: the rules below apply to every source; the plausibility band only to a model's.
     fn rec(replicas: u32) -> Recommendation {
-        Recommendation::new(replicas, Source::Llm)
+        Recommendation::new(replicas, Source::Builtin)
+    }
+
+    #[test]
+    fn a_models_replicas_stay_near_what_the_metrics_support() {
+        let p = Policy::default().resolve();
+        // 4 pods at 0.3 of 0.5 cores: 1.2 cores / 0.35 per pod → the metrics support 4 replicas.
+        let evidence = crate::recommender::recommend(&snapshot(4), &p).replicas;
+        assert_eq!(evidence, 4);
+        let llm = |r| Recommendation::new(r, Source::Llm);
+        let d = guard(&llm(16), &snapshot(4), &p, &GuardState::default(), 0);
+        assert_eq!(d.replicas, 8, "twice the evidence at most");
+        assert!(has(&d, Rule::Implausible));
+        let p_down = Policy {
+            scale_down: Some(crate::ScalingRules {
+                stabilization_window_seconds: Some(0),
+                ..Default::default()
+            }),
+            ..Policy::default()
+        }
+        .resolve();
+        let d = guard(&llm(1), &snapshot(4), &p_down, &GuardState::default(), 0);
+        assert_eq!(d.replicas, 2, "half the evidence at least");
+        // Within the band the model's advice stands; the built-in answer is never held by this rule.
+        let d = guard(&llm(6), &snapshot(4), &p, &GuardState::default(), 0);
+        assert_eq!(d.replicas, 6);
+        assert!(!has(&d, Rule::Implausible));
+        assert!(!has(
+            &guard(&rec(16), &snapshot(4), &p, &GuardState::default(), 0),
+            Rule::Implausible
+        ));
+    }
+
+    #[test]
+    fn at_one_replica_a_model_may_still_add_one() {
+        let p = Policy::default().resolve();
+        let mut s = snapshot(1);
+        s.cpu_per_pod = Some(flat(0.1));
+        s.containers[0].cpu_cores = Some(flat(0.1));
+        let d = guard(
+            &Recommendation::new(10, Source::Llm),
+            &s,
+            &p,
+            &GuardState::default(),
+            0,
+        );
+        assert_eq!(d.replicas, 2);
     }
 
     fn with_resources(replicas: u32, cpu: u64, mem_mib: u64) -> Recommendation {

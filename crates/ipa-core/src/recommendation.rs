@@ -57,6 +57,7 @@ pub enum Rule {
     VerticalDisabled,
     UnknownContainer,
     ReplyClamped,
+    Implausible,
 }
 
 impl Rule {
@@ -80,6 +81,7 @@ impl Rule {
             Self::VerticalDisabled => "vertical_disabled",
             Self::UnknownContainer => "unknown_container",
             Self::ReplyClamped => "reply_clamped",
+            Self::Implausible => "implausible",
         }
     }
 }
