@@ -72,8 +72,11 @@ log "installing the CRD and the seed's test app"
 "${kc[@]}" create ingress "$ingress" --namespace="$ns" --class=nginx --rule="cpuload.shafinhasnat.me/*=testappsvc:8001" >/dev/null
 
 metrics_port=$(free_port)
+# Gemma 270M on two shared cores takes ~10 s per answer (measured with LLM=1): give the agent time to answer.
+agent_timeout=10s
+[[ ${LLM:-0} == 1 ]] && agent_timeout=40s
 "$ipa" controller --namespace "$ns" --metrics-listen "127.0.0.1:$metrics_port" \
-  --rate-window 10s --window 60s --history 10m >"$run_dir/controller.log" 2>&1 &
+  --rate-window 10s --window 60s --history 10m --agent-timeout "$agent_timeout" >"$run_dir/controller.log" 2>&1 &
 pids+=($!)
 
 log "playing $(basename "$trace") (peak $peak_rps rps, ×$time_scale) for ${seconds}s"
