@@ -60,10 +60,18 @@ pub fn guard(
 ) -> Decision {
     let mut notes = Vec::new();
     let mut state = state.clone();
+    // A model's advice is first held near what the metrics support; every other rule then applies to it.
+    let held;
+    let proposal = if proposal.source == Source::Llm {
+        let evidence = crate::recommender::recommend(snapshot, policy);
+        held = plausible(proposal, &evidence, snapshot, &mut notes);
+        &held
+    } else {
+        proposal
+    };
     let containers = guard_resources(proposal, snapshot, policy, &state, now, &mut notes);
-    let proposed = plausible_replicas(proposal, snapshot, policy, &mut notes);
     let replicas = guard_replicas(
-        proposed,
+        proposal.replicas,
         snapshot,
         policy,
         &mut state,
@@ -105,38 +113,108 @@ pub fn guard(
     }
 }
 
-/// How far a language model's replica count may stray from what the metrics support (the built-in
-/// recommender's answer on the same snapshot): between half and twice it, and always one more than it.
+/// How far a language model's advice may stray from what the metrics support (the built-in recommender's answer
+/// on the same snapshot): between half and twice it, for replicas and for each request and limit.
 pub const PLAUSIBLE_FACTOR: u32 = 2;
 
-/// A model's replica count, held within [`PLAUSIBLE_FACTOR`] of the evidence. Policy bounds alone let a model
-/// that misreads the prompt ask for 10 pods to serve 0.1 cores (Gemma 270M does); its advice may shape the
-/// decision, not overrule the metrics. Built-in and fallback answers are the evidence itself.
-fn plausible_replicas(
+/// A model's proposal, held within [`PLAUSIBLE_FACTOR`] of the evidence. Policy bounds alone let a model that
+/// misreads the prompt ask for 10 pods, or 64-core pods, to serve 0.1 cores (Gemma 270M did both); its advice
+/// may shape the decision, not overrule the metrics.
+fn plausible(
     proposal: &Recommendation,
+    evidence: &Recommendation,
     snapshot: &MetricsSnapshot,
-    policy: &ResolvedPolicy,
     notes: &mut Vec<GuardrailNote>,
-) -> u32 {
-    if proposal.source != Source::Llm {
-        return proposal.replicas;
-    }
-    let evidence = crate::recommender::recommend(snapshot, policy).replicas;
-    let low = evidence.div_ceil(PLAUSIBLE_FACTOR);
-    let high = evidence
-        .saturating_mul(PLAUSIBLE_FACTOR)
-        .max(evidence.saturating_add(1));
-    let held = proposal.replicas.clamp(low, high);
-    if held != proposal.replicas {
+) -> Recommendation {
+    let mut held = proposal.clone();
+    let e = evidence.replicas;
+    // At one replica a model may still add one.
+    let (low, high) = (
+        e.div_ceil(PLAUSIBLE_FACTOR),
+        e.saturating_mul(PLAUSIBLE_FACTOR).max(e.saturating_add(1)),
+    );
+    held.replicas = proposal.replicas.clamp(low, high);
+    if held.replicas != proposal.replicas {
         notes.push(GuardrailNote::new(
             Rule::Implausible,
             format!(
-                "{} replicas are not supported by the metrics (they support {evidence}); held at {held}, within [{low}, {high}]",
-                proposal.replicas
+                "{} replicas are not supported by the metrics (they support {e}); held at {}, within [{low}, {high}]",
+                proposal.replicas, held.replicas
             ),
         ));
     }
+    for container in &mut held.containers {
+        let current = snapshot
+            .containers
+            .iter()
+            .find(|c| c.name == container.name);
+        let supported = evidence
+            .containers
+            .iter()
+            .find(|c| c.name == container.name);
+        let request = |r: fn(&Resources) -> Option<u64>| {
+            supported
+                .and_then(|c| r(&c.requests))
+                .or_else(|| current.and_then(|c| r(&c.requests)))
+        };
+        let limit = |r: fn(&Resources) -> Option<u64>| {
+            supported
+                .and_then(|c| r(&c.limits))
+                .or_else(|| current.and_then(|c| r(&c.limits)))
+                .or_else(|| request(r))
+        };
+        let cpu = |r: &Resources| r.cpu.map(|v| v.0);
+        let memory = |r: &Resources| r.memory.map(|v| v.0);
+        let name = truncate(&container.name);
+        let fields = [
+            (&mut container.requests.cpu, request(cpu), "CPU request"),
+            (&mut container.limits.cpu, limit(cpu), "CPU limit"),
+        ];
+        for (value, evidence, what) in fields {
+            hold_within(value, evidence, CpuMillis, |v| v.0, &name, what, notes);
+        }
+        let fields = [
+            (
+                &mut container.requests.memory,
+                request(memory),
+                "memory request",
+            ),
+            (&mut container.limits.memory, limit(memory), "memory limit"),
+        ];
+        for (value, evidence, what) in fields {
+            hold_within(value, evidence, Bytes, |v| v.0, &name, what, notes);
+        }
+    }
     held
+}
+
+/// Holds `value` within [evidence / PLAUSIBLE_FACTOR, evidence × PLAUSIBLE_FACTOR] when there is evidence.
+fn hold_within<T: Copy + std::fmt::Display>(
+    value: &mut Option<T>,
+    evidence: Option<u64>,
+    make: fn(u64) -> T,
+    raw: fn(T) -> u64,
+    name: &str,
+    what: &str,
+    notes: &mut Vec<GuardrailNote>,
+) {
+    let (Some(v), Some(e)) = (*value, evidence.filter(|e| *e > 0)) else {
+        return;
+    };
+    let factor = u64::from(PLAUSIBLE_FACTOR);
+    let (low, high) = (e.div_ceil(factor), e.saturating_mul(factor));
+    let held = raw(v).clamp(low, high);
+    if held != raw(v) {
+        notes.push(GuardrailNote::new(
+            Rule::Implausible,
+            format!(
+                "{name}: {what} {v} is not supported by the metrics (they support {}); held at {}",
+                make(e),
+                make(held)
+            ),
+        ));
+        *value = Some(make(held));
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -691,6 +769,35 @@ mod tests {
             &guard(&rec(16), &snapshot(4), &p, &GuardState::default(), 0),
             Rule::Implausible
         ));
+    }
+
+    #[test]
+    fn a_models_resources_stay_near_what_the_metrics_support() {
+        let p = Policy {
+            min_resize_interval_seconds: Some(0),
+            ..Policy::default()
+        }
+        .resolve();
+        // Gemma 270M's answer in the demo: 64 cores and 256Gi for a pod using 0.3 cores and 200Mi.
+        let mut huge = with_resources(4, 64_000, 256 * 1024);
+        huge.source = Source::Llm;
+        let d = guard(&huge, &snapshot(4), &p, &GuardState::default(), 0);
+        assert!(has(&d, Rule::Implausible));
+        let c = &d.containers[0];
+        assert_eq!(
+            c.requests.cpu,
+            Some(CpuMillis(1000)),
+            "twice the 500m the metrics support"
+        );
+        assert_eq!(c.limits.cpu, Some(CpuMillis(2000)));
+        assert_eq!(c.requests.memory, Some(Bytes(512 * MIB)));
+        assert_eq!(c.limits.memory, Some(Bytes(1024 * MIB)));
+        // Within the band, the model's resources stand.
+        let mut modest = with_resources(4, 700, 300);
+        modest.source = Source::Llm;
+        let d = guard(&modest, &snapshot(4), &p, &GuardState::default(), 0);
+        assert!(!has(&d, Rule::Implausible));
+        assert_eq!(d.containers[0].requests.cpu, Some(CpuMillis(700)));
     }
 
     #[test]
