@@ -114,7 +114,8 @@ pub fn guard(
 }
 
 /// How far a language model's advice may stray from what the metrics support (the built-in recommender's answer
-/// on the same snapshot): between half and twice it, for replicas and for each request and limit.
+/// on the same snapshot): between half and twice it, for each request and limit, and for replicas in the
+/// direction the metrics move them.
 pub const PLAUSIBLE_FACTOR: u32 = 2;
 
 /// A model's proposal, held within [`PLAUSIBLE_FACTOR`] of the evidence. Policy bounds alone let a model that
@@ -127,12 +128,20 @@ fn plausible(
     notes: &mut Vec<GuardrailNote>,
 ) -> Recommendation {
     let mut held = proposal.clone();
-    let e = evidence.replicas;
-    // At one replica a model may still add one.
-    let (low, high) = (
-        e.div_ceil(PLAUSIBLE_FACTOR),
-        e.saturating_mul(PLAUSIBLE_FACTOR).max(e.saturating_add(1)),
-    );
+    let (e, current) = (evidence.replicas, snapshot.replicas);
+    // Replicas move only in the direction the metrics support, and at most twice (or to half) as far. A band
+    // around the evidence alone would ratchet: where the recommender holds (no CPU request to measure against),
+    // the evidence is the current count, and a model could double it every cycle (Gemma went 1 → 2 → 4 → 8).
+    let high = if e > current {
+        e.saturating_mul(PLAUSIBLE_FACTOR)
+    } else {
+        current
+    };
+    let low = if e < current {
+        e.div_ceil(PLAUSIBLE_FACTOR)
+    } else {
+        current
+    };
     held.replicas = proposal.replicas.clamp(low, high);
     if held.replicas != proposal.replicas {
         notes.push(GuardrailNote::new(
@@ -742,16 +751,8 @@ mod tests {
     }
 
     #[test]
-    fn a_models_replicas_stay_near_what_the_metrics_support() {
-        let p = Policy::default().resolve();
-        // 4 pods at 0.3 of 0.5 cores: 1.2 cores / 0.35 per pod → the metrics support 4 replicas.
-        let evidence = crate::recommender::recommend(&snapshot(4), &p).replicas;
-        assert_eq!(evidence, 4);
-        let llm = |r| Recommendation::new(r, Source::Llm);
-        let d = guard(&llm(16), &snapshot(4), &p, &GuardState::default(), 0);
-        assert_eq!(d.replicas, 8, "twice the evidence at most");
-        assert!(has(&d, Rule::Implausible));
-        let p_down = Policy {
+    fn a_models_replicas_move_only_where_the_metrics_do() {
+        let p = Policy {
             scale_down: Some(crate::ScalingRules {
                 stabilization_window_seconds: Some(0),
                 ..Default::default()
@@ -759,14 +760,56 @@ mod tests {
             ..Policy::default()
         }
         .resolve();
-        let d = guard(&llm(1), &snapshot(4), &p_down, &GuardState::default(), 0);
-        assert_eq!(d.replicas, 2, "half the evidence at least");
-        // Within the band the model's advice stands; the built-in answer is never held by this rule.
-        let d = guard(&llm(6), &snapshot(4), &p, &GuardState::default(), 0);
-        assert_eq!(d.replicas, 6);
-        assert!(!has(&d, Rule::Implausible));
+        let llm = |r| Recommendation::new(r, Source::Llm);
+        let busy = |replicas: u32, cores: f64| {
+            let mut s = snapshot(replicas);
+            s.cpu_per_pod = Some(flat(cores));
+            s.containers[0].cpu_cores = Some(flat(cores));
+            s
+        };
+        // 2 pods at 0.7 of 0.5 cores: the metrics support 4 replicas.
+        let up = busy(2, 0.7);
+        assert_eq!(crate::recommender::recommend(&up, &p).replicas, 4);
+        let d = guard(&llm(16), &up, &p, &GuardState::default(), 0);
+        assert!(
+            d.notes
+                .iter()
+                .any(|n| n.rule == Rule::Implausible && n.message.contains("held at 8")),
+            "twice the evidence at most: {:?}",
+            d.notes
+        );
+        assert_eq!(d.replicas, 6, "then the scale-up step limit: 2 + 4 pods");
+        assert_eq!(
+            guard(&llm(3), &up, &p, &GuardState::default(), 0).replicas,
+            3
+        );
+        assert_eq!(
+            guard(&llm(1), &up, &p, &GuardState::default(), 0).replicas,
+            2,
+            "no scale-down"
+        );
+        // 8 pods at 0.1 cores: the metrics support 3.
+        let down = busy(8, 0.1);
+        assert_eq!(crate::recommender::recommend(&down, &p).replicas, 3);
+        assert_eq!(
+            guard(&llm(1), &down, &p, &GuardState::default(), 0).replicas,
+            2,
+            "half at least"
+        );
+        assert_eq!(
+            guard(&llm(10), &down, &p, &GuardState::default(), 0).replicas,
+            8,
+            "no scale-up"
+        );
+        // Where the metrics support no change, neither does the guard; the built-in answer is never held by it.
+        let steady = snapshot(4);
+        assert_eq!(crate::recommender::recommend(&steady, &p).replicas, 4);
+        assert_eq!(
+            guard(&llm(16), &steady, &p, &GuardState::default(), 0).replicas,
+            4
+        );
         assert!(!has(
-            &guard(&rec(16), &snapshot(4), &p, &GuardState::default(), 0),
+            &guard(&rec(16), &steady, &p, &GuardState::default(), 0),
             Rule::Implausible
         ));
     }
@@ -801,19 +844,21 @@ mod tests {
     }
 
     #[test]
-    fn at_one_replica_a_model_may_still_add_one() {
+    fn no_request_to_measure_against_gives_a_model_no_scale_up() {
+        // The seed's app has no CPU request: the recommender holds replicas and sizes one from usage.
         let p = Policy::default().resolve();
         let mut s = snapshot(1);
-        s.cpu_per_pod = Some(flat(0.1));
-        s.containers[0].cpu_cores = Some(flat(0.1));
+        s.containers[0].requests.cpu = None;
+        s.containers[0].limits.cpu = None;
         let d = guard(
-            &Recommendation::new(10, Source::Llm),
+            &Recommendation::new(5, Source::Llm),
             &s,
             &p,
             &GuardState::default(),
             0,
         );
-        assert_eq!(d.replicas, 2);
+        assert_eq!(d.replicas, 1);
+        assert!(has(&d, Rule::Implausible));
     }
 
     fn with_resources(replicas: u32, cpu: u64, mem_mib: u64) -> Recommendation {
