@@ -128,20 +128,12 @@ fn plausible(
     notes: &mut Vec<GuardrailNote>,
 ) -> Recommendation {
     let mut held = proposal.clone();
-    let (e, current) = (evidence.replicas, snapshot.replicas);
-    // Replicas move only in the direction the metrics support, and at most twice (or to half) as far. A band
-    // around the evidence alone would ratchet: where the recommender holds (no CPU request to measure against),
-    // the evidence is the current count, and a model could double it every cycle (Gemma went 1 → 2 → 4 → 8).
-    let high = if e > current {
-        e.saturating_mul(PLAUSIBLE_FACTOR)
-    } else {
-        current
-    };
-    let low = if e < current {
-        e.div_ceil(PLAUSIBLE_FACTOR)
-    } else {
-        current
-    };
+    let e = evidence.replicas;
+    let (low, high) = band(Some(u64::from(snapshot.replicas)), u64::from(e));
+    let (low, high) = (
+        u32::try_from(low).unwrap_or(u32::MAX),
+        u32::try_from(high).unwrap_or(u32::MAX),
+    );
     held.replicas = proposal.replicas.clamp(low, high);
     if held.replicas != proposal.replicas {
         notes.push(GuardrailNote::new(
@@ -161,6 +153,9 @@ fn plausible(
             .containers
             .iter()
             .find(|c| c.name == container.name);
+        let now = |r: fn(&Resources) -> Option<u64>, limits: bool| {
+            current.and_then(|c| r(if limits { &c.limits } else { &c.requests }))
+        };
         let request = |r: fn(&Resources) -> Option<u64>| {
             supported
                 .and_then(|c| r(&c.requests))
@@ -176,30 +171,72 @@ fn plausible(
         let memory = |r: &Resources| r.memory.map(|v| v.0);
         let name = truncate(&container.name);
         let fields = [
-            (&mut container.requests.cpu, request(cpu), "CPU request"),
-            (&mut container.limits.cpu, limit(cpu), "CPU limit"),
+            (
+                &mut container.requests.cpu,
+                now(cpu, false),
+                request(cpu),
+                "CPU request",
+            ),
+            (
+                &mut container.limits.cpu,
+                now(cpu, true),
+                limit(cpu),
+                "CPU limit",
+            ),
         ];
-        for (value, evidence, what) in fields {
-            hold_within(value, evidence, CpuMillis, |v| v.0, &name, what, notes);
+        for (value, current, evidence, what) in fields {
+            hold_within(
+                value,
+                current,
+                evidence,
+                CpuMillis,
+                |v| v.0,
+                &name,
+                what,
+                notes,
+            );
         }
         let fields = [
             (
                 &mut container.requests.memory,
+                now(memory, false),
                 request(memory),
                 "memory request",
             ),
-            (&mut container.limits.memory, limit(memory), "memory limit"),
+            (
+                &mut container.limits.memory,
+                now(memory, true),
+                limit(memory),
+                "memory limit",
+            ),
         ];
-        for (value, evidence, what) in fields {
-            hold_within(value, evidence, Bytes, |v| v.0, &name, what, notes);
+        for (value, current, evidence, what) in fields {
+            hold_within(value, current, evidence, Bytes, |v| v.0, &name, what, notes);
         }
     }
     held
 }
 
-/// Holds `value` within [evidence / PLAUSIBLE_FACTOR, evidence × PLAUSIBLE_FACTOR] when there is evidence.
+/// Where a model may take a value that is `current` now, given the `evidence`: only in the direction the evidence
+/// moves it, and at most to twice (or half) the evidence; within [evidence / 2, evidence × 2] when unset. A band
+/// around the evidence alone would ratchet where the recommender holds (its evidence is then the current value):
+/// in `LLM=1 make demo`, Gemma doubled replicas every cycle (1 → 2 → 4 → 8) and halved the CPU request.
+fn band(current: Option<u64>, evidence: u64) -> (u64, u64) {
+    let factor = u64::from(PLAUSIBLE_FACTOR);
+    let (low, high) = (evidence.div_ceil(factor), evidence.saturating_mul(factor));
+    match current {
+        None => (low, high),
+        Some(c) if evidence > c => (c, high),
+        Some(c) if evidence < c => (low, c),
+        Some(c) => (c, c),
+    }
+}
+
+/// Holds `value` within [`band`] when there is evidence.
+#[allow(clippy::too_many_arguments)]
 fn hold_within<T: Copy + std::fmt::Display>(
     value: &mut Option<T>,
+    current: Option<u64>,
     evidence: Option<u64>,
     make: fn(u64) -> T,
     raw: fn(T) -> u64,
@@ -210,8 +247,7 @@ fn hold_within<T: Copy + std::fmt::Display>(
     let (Some(v), Some(e)) = (*value, evidence.filter(|e| *e > 0)) else {
         return;
     };
-    let factor = u64::from(PLAUSIBLE_FACTOR);
-    let (low, high) = (e.div_ceil(factor), e.saturating_mul(factor));
+    let (low, high) = band(current, e);
     let held = raw(v).clamp(low, high);
     if held != raw(v) {
         notes.push(GuardrailNote::new(
@@ -821,26 +857,49 @@ mod tests {
             ..Policy::default()
         }
         .resolve();
-        // Gemma 270M's answer in the demo: 64 cores and 256Gi for a pod using 0.3 cores and 200Mi.
+        // No CPU request or limit yet, and memory peaking at 400Mi over a 256Mi request: the recommender sizes a
+        // CPU request from usage and grows memory.
+        let mut s = snapshot(4);
+        s.containers[0].requests.cpu = None;
+        s.containers[0].limits.cpu = None;
+        s.containers[0].memory_bytes = Some(flat(400.0 * MIB as f64));
+        let evidence = crate::recommender::recommend(&s, &p).containers[0].clone();
+        let (cpu, memory, memory_limit) = (
+            evidence.requests.cpu.map_or(0, |v| v.0),
+            evidence.requests.memory.map_or(0, |v| v.0),
+            evidence.limits.memory.map_or(0, |v| v.0),
+        );
+        assert!(cpu > 0 && memory > 256 * MIB);
+        // Gemma 270M's answer in the demo: 64 cores and 256Gi.
         let mut huge = with_resources(4, 64_000, 256 * 1024);
         huge.source = Source::Llm;
-        let d = guard(&huge, &snapshot(4), &p, &GuardState::default(), 0);
+        let d = guard(&huge, &s, &p, &GuardState::default(), 0);
         assert!(has(&d, Rule::Implausible));
         let c = &d.containers[0];
         assert_eq!(
             c.requests.cpu,
-            Some(CpuMillis(1000)),
-            "twice the 500m the metrics support"
+            Some(CpuMillis(2 * cpu)),
+            "twice the evidence"
         );
-        assert_eq!(c.limits.cpu, Some(CpuMillis(2000)));
-        assert_eq!(c.requests.memory, Some(Bytes(512 * MIB)));
-        assert_eq!(c.limits.memory, Some(Bytes(1024 * MIB)));
-        // Within the band, the model's resources stand.
-        let mut modest = with_resources(4, 700, 300);
-        modest.source = Source::Llm;
-        let d = guard(&modest, &snapshot(4), &p, &GuardState::default(), 0);
-        assert!(!has(&d, Rule::Implausible));
-        assert_eq!(d.containers[0].requests.cpu, Some(CpuMillis(700)));
+        assert_eq!(
+            c.limits.cpu,
+            Some(CpuMillis(2 * cpu)),
+            "no limit before: the request's band"
+        );
+        assert_eq!(c.requests.memory, Some(Bytes(2 * memory)));
+        assert_eq!(c.limits.memory, Some(Bytes(2 * memory_limit)));
+        // Not below the current value either: the metrics move memory up.
+        let mut small = with_resources(4, cpu, 128);
+        small.source = Source::Llm;
+        let d = guard(&small, &s, &p, &GuardState::default(), 0);
+        assert!(d.containers[0].requests.memory >= Some(Bytes(256 * MIB)));
+        // Where the recommender keeps a value, the model cannot move it: no halving the CPU request of a pod whose
+        // replicas own CPU (in the demo that made utilization look higher, and replicas climbed).
+        let mut halved = with_resources(4, 250, 256);
+        halved.source = Source::Llm;
+        let d = guard(&halved, &snapshot(4), &p, &GuardState::default(), 0);
+        assert!(d.containers.is_empty());
+        assert!(has(&d, Rule::Implausible));
     }
 
     #[test]
