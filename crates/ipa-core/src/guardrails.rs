@@ -170,6 +170,21 @@ fn plausible(
         let cpu = |r: &Resources| r.cpu.map(|v| v.0);
         let memory = |r: &Resources| r.memory.map(|v| v.0);
         let name = truncate(&container.name);
+        // Limits are the owner's: a model may scale one that exists, never add one. A CPU limit a model added at
+        // the policy's 10m floor throttled the demo's app to a standstill.
+        let no_limit = |r: fn(&Resources) -> Option<u64>| now(r, true).is_none();
+        if no_limit(cpu) && container.limits.cpu.take().is_some() {
+            notes.push(GuardrailNote::new(
+                Rule::Implausible,
+                format!("{name}: no CPU limit is set; the proposed one is not added"),
+            ));
+        }
+        if no_limit(memory) && container.limits.memory.take().is_some() {
+            notes.push(GuardrailNote::new(
+                Rule::Implausible,
+                format!("{name}: no memory limit is set; the proposed one is not added"),
+            ));
+        }
         let fields = [
             (
                 &mut container.requests.cpu,
@@ -881,11 +896,7 @@ mod tests {
             Some(CpuMillis(2 * cpu)),
             "twice the evidence"
         );
-        assert_eq!(
-            c.limits.cpu,
-            Some(CpuMillis(2 * cpu)),
-            "no limit before: the request's band"
-        );
+        assert_eq!(c.limits.cpu, None, "no CPU limit before: none added");
         assert_eq!(c.requests.memory, Some(Bytes(2 * memory)));
         assert_eq!(c.limits.memory, Some(Bytes(2 * memory_limit)));
         // Not below the current value either: the metrics move memory up.
