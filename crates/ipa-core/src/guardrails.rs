@@ -144,6 +144,7 @@ fn plausible(
             ),
         ));
     }
+    let no = Resources::default();
     for container in &mut held.containers {
         let current = snapshot
             .containers
@@ -153,81 +154,28 @@ fn plausible(
             .containers
             .iter()
             .find(|c| c.name == container.name);
-        let now = |r: fn(&Resources) -> Option<u64>, limits: bool| {
-            current.and_then(|c| r(if limits { &c.limits } else { &c.requests }))
-        };
-        let request = |r: fn(&Resources) -> Option<u64>| {
-            supported
-                .and_then(|c| r(&c.requests))
-                .or_else(|| current.and_then(|c| r(&c.requests)))
-        };
-        let limit = |r: fn(&Resources) -> Option<u64>| {
-            supported
-                .and_then(|c| r(&c.limits))
-                .or_else(|| current.and_then(|c| r(&c.limits)))
-                .or_else(|| request(r))
-        };
-        let cpu = |r: &Resources| r.cpu.map(|v| v.0);
-        let memory = |r: &Resources| r.memory.map(|v| v.0);
+        let (now_requests, now_limits) = current.map_or((&no, &no), |c| (&c.requests, &c.limits));
+        let (supported_requests, supported_limits) =
+            supported.map_or((&no, &no), |c| (&c.requests, &c.limits));
         let name = truncate(&container.name);
-        // Limits are the owner's: a model may scale one that exists, never add one. A CPU limit a model added at
-        // the policy's 10m floor throttled the demo's app to a standstill.
-        let no_limit = |r: fn(&Resources) -> Option<u64>| now(r, true).is_none();
-        if no_limit(cpu) && container.limits.cpu.take().is_some() {
-            notes.push(GuardrailNote::new(
-                Rule::Implausible,
-                format!("{name}: no CPU limit is set; the proposed one is not added"),
-            ));
-        }
-        if no_limit(memory) && container.limits.memory.take().is_some() {
-            notes.push(GuardrailNote::new(
-                Rule::Implausible,
-                format!("{name}: no memory limit is set; the proposed one is not added"),
-            ));
-        }
-        let fields = [
-            (
-                &mut container.requests.cpu,
-                now(cpu, false),
-                request(cpu),
-                "CPU request",
-            ),
-            (
-                &mut container.limits.cpu,
-                now(cpu, true),
-                limit(cpu),
-                "CPU limit",
-            ),
-        ];
-        for (value, current, evidence, what) in fields {
-            hold_within(
-                value,
-                current,
-                evidence,
-                CpuMillis,
-                |v| v.0,
-                &name,
-                what,
-                notes,
-            );
-        }
-        let fields = [
-            (
-                &mut container.requests.memory,
-                now(memory, false),
-                request(memory),
-                "memory request",
-            ),
-            (
-                &mut container.limits.memory,
-                now(memory, true),
-                limit(memory),
-                "memory limit",
-            ),
-        ];
-        for (value, current, evidence, what) in fields {
-            hold_within(value, current, evidence, Bytes, |v| v.0, &name, what, notes);
-        }
+        hold_resource(
+            &name,
+            "CPU",
+            (&mut container.requests.cpu, &mut container.limits.cpu),
+            (now_requests.cpu, now_limits.cpu),
+            (supported_requests.cpu, supported_limits.cpu),
+            (|v| v.0, CpuMillis),
+            notes,
+        );
+        hold_resource(
+            &name,
+            "memory",
+            (&mut container.requests.memory, &mut container.limits.memory),
+            (now_requests.memory, now_limits.memory),
+            (supported_requests.memory, supported_limits.memory),
+            (|v| v.0, Bytes),
+            notes,
+        );
     }
     held
 }
@@ -247,33 +195,54 @@ fn band(current: Option<u64>, evidence: u64) -> (u64, u64) {
     }
 }
 
-/// Holds `value` within [`band`] when there is evidence.
-#[allow(clippy::too_many_arguments)]
-fn hold_within<T: Copy + std::fmt::Display>(
-    value: &mut Option<T>,
-    current: Option<u64>,
-    evidence: Option<u64>,
-    make: fn(u64) -> T,
-    raw: fn(T) -> u64,
+/// How a quantity type converts to and from its integer units (millicores, bytes).
+type Units<T> = (fn(T) -> u64, fn(u64) -> T);
+
+/// Holds a model's (request, limit) of one resource near what the metrics support: each within [`band`] of the
+/// recommender's value (the current one where it has none). Limits are the owner's: a model may scale one that
+/// exists, never add one (a CPU limit a model added at the policy's 10m floor throttled the demo's app to a
+/// standstill).
+fn hold_resource<T: Copy + std::fmt::Display>(
     name: &str,
-    what: &str,
+    resource: &str,
+    (request, limit): (&mut Option<T>, &mut Option<T>),
+    (now_request, now_limit): (Option<T>, Option<T>),
+    (supported_request, supported_limit): (Option<T>, Option<T>),
+    (raw, make): Units<T>,
     notes: &mut Vec<GuardrailNote>,
 ) {
-    let (Some(v), Some(e)) = (*value, evidence.filter(|e| *e > 0)) else {
-        return;
-    };
-    let (low, high) = band(current, e);
-    let held = raw(v).clamp(low, high);
-    if held != raw(v) {
+    if now_limit.is_none() && limit.take().is_some() {
         notes.push(GuardrailNote::new(
             Rule::Implausible,
-            format!(
-                "{name}: {what} {v} is not supported by the metrics (they support {}); held at {}",
-                make(e),
-                make(held)
-            ),
+            format!("{name}: no {resource} limit is set; the proposed one is not added"),
         ));
-        *value = Some(make(held));
+    }
+    let fields = [
+        (
+            request,
+            now_request,
+            supported_request.or(now_request),
+            "request",
+        ),
+        (limit, now_limit, supported_limit.or(now_limit), "limit"),
+    ];
+    for (value, now, evidence, what) in fields {
+        let (Some(v), Some(e)) = (*value, evidence.map(raw).filter(|e| *e > 0)) else {
+            continue;
+        };
+        let (low, high) = band(now.map(raw), e);
+        let held = raw(v).clamp(low, high);
+        if held != raw(v) {
+            notes.push(GuardrailNote::new(
+                Rule::Implausible,
+                format!(
+                    "{name}: {resource} {what} {v} is not supported by the metrics (they support {}); held at {}",
+                    make(e),
+                    make(held)
+                ),
+            ));
+            *value = Some(make(held));
+        }
     }
 }
 
