@@ -4,7 +4,9 @@
 //! ready; the ready pods serve the step's demand (split evenly, as a round-robin Service does), each capped by
 //! its CPU; a pod whose working set passes its memory limit is OOM-killed (what it was serving in that step is
 //! lost) and is out for `restart_seconds`; the policy observes and acts; the Deployment controller reconciles
-//! (scale, or a rolling update with surge 1 and no unavailability when the pod template changed).
+//! (scale, or a rolling update with a Deployment's default 25 % surge / 25 % unavailable when the pod template
+//! changed). A policy may ask for an in-place resize (`pods/resize`, stable in Kubernetes 1.35); where the
+//! cluster does not allow it (`in_place_resize: false`, clusters before 1.33) the same change rolls the pods.
 
 use ipa_core::{Bytes, CpuMillis};
 use serde::Serialize;
@@ -41,8 +43,14 @@ pub struct ClusterConfig {
     /// Replicas the Deployment is clamped to (every policy, the oracle included).
     pub min_replicas: u32,
     pub max_replicas: u32,
-    /// Pods added above `replicas` during a rolling update.
-    pub max_surge: u32,
+    /// A rolling update's `maxSurge` and `maxUnavailable`, in percent of `replicas` (Kubernetes rounds the surge
+    /// up and the unavailability down; both 25 % by default).
+    pub max_surge_percent: u32,
+    pub max_unavailable_percent: u32,
+    /// The cluster resizes running pods in place when a policy asks for it; off, every resize is a rollout.
+    pub in_place_resize: bool,
+    /// The largest CPU request a pod may have (what a node can hold). Every policy and the oracle are bound by it.
+    pub max_pod_cpu: CpuMillis,
 }
 
 impl Default for ClusterConfig {
@@ -53,7 +61,10 @@ impl Default for ClusterConfig {
             burst_allowance: 1.5,
             min_replicas: 1,
             max_replicas: 40,
-            max_surge: 1,
+            max_surge_percent: 25,
+            max_unavailable_percent: 25,
+            in_place_resize: true,
+            max_pod_cpu: CpuMillis(4000),
         }
     }
 }
@@ -110,6 +121,10 @@ pub struct StepOutcome {
     pub capacity_rps: f64,
     pub cpu_used_cores: f64,
     pub cpu_requested_cores: f64,
+    /// What the pods cost: each pod's CPU request, or its usage where it used more (bursting above a request
+    /// takes a node's spare CPU, which someone pays for). Without it a policy could buy serving capacity for free
+    /// by raising limits while keeping requests low.
+    pub cpu_charged_cores: f64,
     pub memory_requested_bytes: f64,
     pub memory_used_bytes: f64,
     pub ready_pods: u32,
@@ -123,7 +138,7 @@ pub struct StepOutcome {
 pub struct Action {
     pub replicas: Option<u32>,
     pub template: Option<PodTemplate>,
-    /// Apply the template to running pods without restarting them (in-place resize). Only the oracle does this.
+    /// Apply the template to running pods without restarting them (in-place resize), where the cluster allows it.
     pub in_place: bool,
 }
 
@@ -179,6 +194,18 @@ impl Cluster {
     pub fn template(&self) -> PodTemplate {
         self.template
     }
+    /// `maxSurge` (rounded up) and `maxUnavailable` (rounded down) in pods; never both zero.
+    fn rolling_update_bounds(&self) -> (usize, usize) {
+        let replicas = self.replicas as usize;
+        let surge = (replicas * self.config.max_surge_percent as usize).div_ceil(100);
+        let unavailable = replicas * self.config.max_unavailable_percent as usize / 100;
+        if surge == 0 && unavailable == 0 {
+            (1, 0)
+        } else {
+            (surge, unavailable)
+        }
+    }
+
     /// True while pods of an older template are still running.
     pub fn rollout_in_progress(&self) -> bool {
         self.pods.iter().any(|p| p.generation != self.generation)
@@ -235,9 +262,11 @@ impl Cluster {
             }
         }
         let served = served.min(demand_rps);
-        let (mut cpu_requested, mut memory_requested) = (0.0, 0.0);
-        for pod in &self.pods {
-            cpu_requested += pod.template.cpu_request.as_cores();
+        let (mut cpu_requested, mut cpu_charged, mut memory_requested) = (0.0, 0.0, 0.0);
+        for (pod, &(cpu, _)) in self.pods.iter().zip(&usage) {
+            let request = pod.template.cpu_request.as_cores();
+            cpu_requested += request;
+            cpu_charged += request.max(cpu);
             memory_requested += pod.template.memory_request.as_f64();
         }
         let pods = self
@@ -266,6 +295,7 @@ impl Cluster {
             capacity_rps: capacity,
             cpu_used_cores: cpu_used,
             cpu_requested_cores: cpu_requested,
+            cpu_charged_cores: cpu_charged,
             memory_requested_bytes: memory_requested,
             memory_used_bytes: memory_used,
             ready_pods: ready_idx.len() as u32 - oom_kills,
@@ -293,7 +323,7 @@ impl Cluster {
         {
             self.template = template;
             outcome.scale_action = true;
-            if action.in_place {
+            if action.in_place && self.config.in_place_resize {
                 for pod in &mut self.pods {
                     pod.template = template;
                 }
@@ -305,23 +335,26 @@ impl Cluster {
         outcome
     }
 
-    /// The Deployment controller: scale to `replicas`; roll pods of an old template with maxSurge
-    /// `max_surge` and maxUnavailable 0. Returns how many old-template pods were replaced.
+    /// The Deployment controller: scale to `replicas`; roll pods of an old template with `maxSurge` and
+    /// `maxUnavailable` as a Deployment's `RollingUpdate` strategy does. Returns how many old-template pods were
+    /// replaced.
     fn reconcile(&mut self, now: f64) -> u32 {
         let generation = self.generation;
         let replicas = self.replicas as usize;
+        let (surge, unavailable) = self.rolling_update_bounds();
         let mut replaced = 0u32;
         // Old pods that do not serve can go at once (they count for no availability).
         let before = self.pods.len();
         self.pods
             .retain(|p| p.generation == generation || p.ready());
         replaced += (before - self.pods.len()) as u32;
-        // Old ready pods go while the ready pods that stay still cover `replicas`.
+        // Old ready pods go while the ready pods that stay cover `replicas − maxUnavailable`.
+        let min_available = replicas.saturating_sub(unavailable);
         loop {
             let ready = self.pods.iter().filter(|p| p.ready()).count();
             let old = self.pods.iter().rposition(|p| p.generation != generation);
             match old {
-                Some(i) if ready > replicas => {
+                Some(i) if ready > min_available => {
                     self.pods.remove(i);
                     replaced += 1;
                 }
@@ -333,11 +366,7 @@ impl Cluster {
             .iter()
             .filter(|p| p.generation != generation)
             .count();
-        let surge = if old_left > 0 {
-            self.config.max_surge as usize
-        } else {
-            0
-        };
+        let surge = if old_left > 0 { surge } else { 0 };
         let mut current = self.pods.len() - old_left;
         while current < replicas && self.pods.len() < replicas + surge {
             self.pods.push(Pod {
@@ -493,7 +522,8 @@ mod tests {
                 proptest::prop_assert!((out.served_rps + out.dropped_rps - out.demand_rps).abs() <= 1e-9 * d.max(1.0));
                 proptest::prop_assert!(out.served_rps >= 0.0 && out.dropped_rps >= 0.0);
                 proptest::prop_assert!(out.ready_pods <= out.total_pods);
-                proptest::prop_assert!(out.total_pods <= c.replicas() + 1);
+                // maxSurge: 25 % of the replicas, rounded up.
+                proptest::prop_assert!(out.total_pods <= c.replicas() + c.replicas().div_ceil(4));
                 let action = if k == resize_at {
                     Action { template: Some(small), replicas: Some(replicas + 1), in_place: false }
                 } else {

@@ -270,11 +270,14 @@ mod tests {
 
     #[test]
     fn vpa_with_two_replicas_right_sizes() {
-        let settings = SimSettings::default();
+        let mut settings = SimSettings::default();
         let w = synthetic(Pattern::Constant, 3.0, &AppModel::default());
         let r = run(&w, &settings, PolicyKind::Vpa, false, &mut quiet);
         assert!(r.score.scale_actions >= 1);
-        assert!(r.score.restarts >= 2);
+        assert_eq!(r.score.restarts, 0, "InPlaceOrRecreate resizes in place");
+        settings.cluster.in_place_resize = false;
+        let r = run(&w, &settings, PolicyKind::Vpa, false, &mut quiet);
+        assert!(r.score.restarts >= 2, "recreated where in place is off");
     }
 
     proptest! {

@@ -107,7 +107,7 @@ impl ScoreAccumulator {
     pub fn add(&mut self, step: u64, out: &StepOutcome, applied: &ApplyOutcome) {
         let dt = self.step_seconds;
         self.steps += 1;
-        self.cpu_core_seconds += out.cpu_requested_cores * dt;
+        self.cpu_core_seconds += out.cpu_charged_cores * dt;
         self.memory_byte_seconds += out.memory_requested_bytes * dt;
         self.dropped_requests += out.dropped_rps * dt;
         self.oom_kills += u64::from(out.oom_kills);
@@ -207,6 +207,7 @@ mod tests {
             capacity_rps: capacity,
             cpu_used_cores: used,
             cpu_requested_cores: requested,
+            cpu_charged_cores: requested.max(used),
             memory_requested_bytes: 1024.0 * 1024.0 * 1024.0,
             memory_used_bytes: 0.0,
             ready_pods: 1,

@@ -1,7 +1,8 @@
 //! Perfect foresight: at every step, the least replicas and right-sized requests that keep CPU at the target
 //! utilization of the request for the highest demand until a pod started now would be ready. Pods are at
-//! most one reference pod (1 core of request) unless `max_replicas` forces bigger ones. Resizes are applied
-//! in place (no restart); the only delay the oracle pays is pod start-up. Memory request = the working set at
+//! most one reference pod (1 core of request) unless `max_replicas` forces bigger ones, and never bigger than the
+//! cluster's `max_pod_cpu` (the bound every policy has). Resizes are applied in place where the cluster allows it
+//! (no restart); the only delay the oracle pays is pod start-up. Memory request = the working set at
 //! that demand; limits keep the initial template's limit/request ratios.
 
 use ipa_core::{Bytes, CpuMillis};
@@ -26,7 +27,7 @@ pub struct Oracle {
     target: f64,
     min_replicas: u32,
     max_replicas: u32,
-    /// The largest pod CPU request IPA's policy allows (`Policy::default().resolve().max_cpu`, 64 cores).
+    /// The largest pod CPU request the cluster allows (`ClusterConfig::max_pod_cpu`), as for every policy.
     max_pod_cpu_cores: f64,
     cpu_limit_ratio: Option<f64>,
     memory_limit_ratio: Option<f64>,
@@ -63,7 +64,7 @@ impl Oracle {
             target: settings.target_utilization,
             min_replicas: settings.cluster.min_replicas,
             max_replicas: settings.cluster.max_replicas,
-            max_pod_cpu_cores: ipa_core::Policy::default().resolve().max_cpu.as_cores(),
+            max_pod_cpu_cores: settings.cluster.max_pod_cpu.as_cores(),
             cpu_limit_ratio: ratio(
                 t.cpu_limit.map(CpuMillis::as_cores),
                 t.cpu_request.as_cores(),

@@ -6,8 +6,10 @@
 //! than 12 h, differ from the target by ≥ 10 %), never when fewer than 2 replicas run. Limits keep the
 //! template's limit/request ratio (`controlledValues: RequestsAndLimits`). Replicas are fixed.
 //!
-//! One simplification in VPA's favour: an eviction is modelled as the same surge-1 rolling update every
-//! template change gets, where a real Recreate eviction loses the pod's capacity while its replacement starts.
+//! Update mode `InPlaceOrRecreate` (Kubernetes ≥ 1.33): pods are resized in place where the cluster allows it
+//! (`ClusterConfig::in_place_resize`). Where it does not, one simplification in VPA's favour: an eviction is
+//! modelled as the same rolling update (25 % surge) every template change gets, where a real Recreate eviction
+//! loses the pod's capacity while its replacement starts.
 
 use ipa_core::{Bytes, CpuMillis};
 
@@ -113,6 +115,8 @@ pub struct Vpa {
     last_oom_total: u64,
     cpu_limit_ratio: Option<f64>,
     memory_limit_ratio: Option<f64>,
+    /// The cluster's largest pod (`ClusterConfig::max_pod_cpu`), in cores.
+    max_pod_cpu_cores: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -128,6 +132,7 @@ impl Vpa {
         let ratio =
             |limit: Option<f64>, request: f64| limit.filter(|_| request > 0.0).map(|l| l / request);
         Self {
+            max_pod_cpu_cores: settings.cluster.max_pod_cpu.as_cores(),
             cpu: DecayingHistogram::new(0.001),
             memory_peaks: Vec::new(),
             first_sample: None,
@@ -260,11 +265,12 @@ impl Autoscaler for Vpa {
         if !evict {
             return Action::default();
         }
+        let cpu_target = cpu.target.min(self.max_pod_cpu_cores);
         let template = PodTemplate {
-            cpu_request: CpuMillis::from_cores_f64(cpu.target),
+            cpu_request: CpuMillis::from_cores_f64(cpu_target),
             cpu_limit: self
                 .cpu_limit_ratio
-                .map(|r| CpuMillis::from_cores_f64(cpu.target * r)),
+                .map(|r| CpuMillis::from_cores_f64(cpu_target * r)),
             memory_request: Bytes::from_f64(memory.target),
             memory_limit: self
                 .memory_limit_ratio
@@ -273,8 +279,10 @@ impl Autoscaler for Vpa {
         if template == current {
             return Action::default();
         }
+        // `InPlaceOrRecreate`: resized in place where the cluster allows it, by eviction otherwise.
         Action {
             template: Some(template),
+            in_place: true,
             ..Action::default()
         }
     }
