@@ -13,6 +13,7 @@ use std::time::Duration;
 pub mod dashboard;
 pub mod decision;
 pub mod engine;
+pub mod guards;
 pub mod metrics;
 pub mod provider;
 pub mod seed;

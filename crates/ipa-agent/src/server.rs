@@ -15,7 +15,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::Stream;
 use ipa_core::{
-    MetricsSnapshot, Policy, RecommendRequest, Recommendation, SeedRequest, SeedResponse, Source,
+    Advice, MetricsSnapshot, Policy, RecommendRequest, Recommendation, SeedRequest, SeedResponse,
+    Source,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -38,6 +39,8 @@ pub struct Inner {
     pub engine: Engine,
     pub log: DecisionLog,
     pub metrics: Metrics,
+    /// Per-target guard state for the seed's protocol.
+    pub guards: crate::guards::GuardStore,
     token: Option<Secret>,
     max_body_bytes: usize,
     max_concurrency: usize,
@@ -66,6 +69,7 @@ impl AppState {
             engine,
             log,
             metrics: Metrics::new(),
+            guards: crate::guards::GuardStore::default(),
             token: config.token,
             max_body_bytes: config.max_body_bytes,
             max_concurrency: config.max_concurrency,
@@ -208,13 +212,30 @@ async fn askllm(
     body: Result<Json<SeedRequest>, JsonRejection>,
 ) -> Result<Json<SeedResponse>, Response> {
     let Json(request) = body.map_err(|e| error_response(e.status(), e.body_text()))?;
-    let snapshot = seed::parse_metrics(&request.metrics, now_ms() / 1000);
+    let now = now_ms() / 1000;
+    let snapshot = seed::parse_metrics(&request.metrics, now);
     let span = tracing::info_span!("askllm", target = %snapshot.target);
     let (_, outcome) = state
         .decide(Route::Seed, &snapshot, &Policy::default())
         .instrument(span)
         .await;
     let rec = &outcome.recommendation;
+    // The seed's controller applies the answer as it is: it gets the guarded decision, the same `decide` the
+    // controller runs, with a guard state the agent keeps for the target. A model's reply is held whatever
+    // source it claims.
+    let fallback = outcome.fallback_reason.as_deref().unwrap_or("LLM failed");
+    let advice = match rec.source {
+        Source::Llm => Advice::Proposal(rec),
+        Source::Builtin => Advice::Builtin,
+        Source::Fallback => Advice::Failed(fallback),
+    };
+    let decision = state
+        .guards
+        .decide(&snapshot, &Policy::default().resolve(), advice, now);
+    let decided = Recommendation {
+        containers: decision.containers,
+        ..Recommendation::new(decision.replicas, decision.source)
+    };
     let message = match rec.source {
         Source::Llm => format!(
             "Response from {} ({})",
@@ -230,7 +251,7 @@ async fn askllm(
     Ok(Json(SeedResponse {
         status: "success".into(),
         message,
-        text: seed::to_seed_recommendation(rec, &snapshot),
+        text: seed::to_seed_recommendation(&decided, &snapshot),
     }))
 }
 

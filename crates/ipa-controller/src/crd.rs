@@ -249,6 +249,9 @@ pub struct GuardStateStatus {
     pub scale_events: Vec<ScaleEvent>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_resize_at: Option<i64>,
+    /// The advisor's replica floor for the current interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floor: Option<ipa_core::Floor>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
@@ -278,6 +281,7 @@ impl From<&GuardStateStatus> for GuardState {
                 .map(|e| (e.at, e.from, e.to))
                 .collect(),
             last_resize_at: s.last_resize_at,
+            floor: s.floor,
         }
     }
 }
@@ -297,6 +301,7 @@ impl From<&GuardState> for GuardStateStatus {
                 .map(|&(at, from, to)| ScaleEvent { at, from, to })
                 .collect(),
             last_resize_at: s.last_resize_at,
+            floor: s.floor,
         }
     }
 }
@@ -398,6 +403,10 @@ spec:
             recommendations: vec![(1, 2), (3, 4)],
             scale_events: vec![(5, 6, 7)],
             last_resize_at: Some(7),
+            floor: Some(ipa_core::Floor {
+                replicas: 3,
+                until: 60,
+            }),
         };
         let status = GuardStateStatus::from(&state);
         assert_eq!(GuardState::from(&status), state);

@@ -16,7 +16,6 @@ pub mod metrics;
 pub mod prometheus;
 pub mod promql;
 pub mod reconcile;
-pub mod safety;
 pub mod server;
 pub mod slim;
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use ipa_core::{
-    Bytes, ContainerSnapshot, CpuMillis, EventSummary, MetricsSnapshot, RecommendRequest,
+    Advice, Bytes, ContainerSnapshot, CpuMillis, EventSummary, MetricsSnapshot, RecommendRequest,
     Recommendation, ResolvedPolicy, Resources, Source, TargetRef,
 };
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::prometheus::Prometheus;
 use crate::promql::{self, Selection, Windows};
 use crate::slim::{self, DeploymentView, EventView, MetaOnly};
-use crate::{Error, apply, safety};
+use crate::{Error, apply};
 
 /// Field manager / reporting controller name.
 pub const MANAGER: &str = "ipa-controller";
@@ -420,36 +420,25 @@ impl std::fmt::Debug for Context {
     }
 }
 
-/// Asks the provider for one target: the in-process recommender when no agent is configured, the agent
-/// otherwise, the in-process recommender again (as `fallback`) when the agent fails.
+/// Asks the advisor for one target: `(None, None)` when no agent is configured (the built-in recommender
+/// advises, in the core), the agent's proposal, or the agent's error (the built-in then stands in, in the core).
 async fn ask(
     agent: &AgentClient,
     agent_url: &str,
     token: Option<&str>,
     group: &IpaGroup,
     snapshot: &MetricsSnapshot,
-    policy: &ResolvedPolicy,
-) -> (Recommendation, Option<String>) {
+) -> (Option<Recommendation>, Option<String>) {
     if agent_url.trim().is_empty() {
-        let mut rec = ipa_core::recommend(snapshot, policy);
-        rec.source = Source::Builtin;
-        return (rec, None);
+        return (None, None);
     }
     let request = RecommendRequest {
         snapshot: snapshot.clone(),
         policy: group.policy.clone(),
     };
     match agent.recommend(agent_url, token, &request).await {
-        Ok(rec) => (rec, None),
-        Err(e) => {
-            let mut rec = ipa_core::recommend(snapshot, policy);
-            rec.source = Source::Fallback;
-            rec.rationale = format!(
-                "agent failed ({e}); built-in recommender: {}",
-                rec.rationale
-            );
-            (rec, Some(e.to_string()))
-        }
+        Ok(rec) => (Some(rec), None),
+        Err(e) => (None, Some(e.to_string())),
     }
 }
 
@@ -701,21 +690,21 @@ async fn reconcile_cycle(ipa: &IPA, ctx: &Context, now: i64) -> Result<(), Error
         })
         .collect();
     let agent_url = spec.llm_agent.clone();
-    let answers: Vec<(usize, Recommendation, Option<String>)> = futures::stream::iter(requests)
-        .map(|(index, group, snap, policy)| {
-            let agent = ctx.agent.clone();
-            let agent_url = agent_url.clone();
-            let token = token.clone();
-            async move {
-                let (rec, err) =
-                    ask(&agent, &agent_url, token.as_deref(), &group, &snap, &policy).await;
-                (index, rec, err)
-            }
-        })
-        .buffer_unordered(s.agent_concurrency.max(1))
-        .collect()
-        .await;
-    let answers: HashMap<usize, (Recommendation, Option<String>)> =
+    let answers: Vec<(usize, Option<Recommendation>, Option<String>)> =
+        futures::stream::iter(requests)
+            .map(|(index, group, snap, _policy)| {
+                let agent = ctx.agent.clone();
+                let agent_url = agent_url.clone();
+                let token = token.clone();
+                async move {
+                    let (rec, err) = ask(&agent, &agent_url, token.as_deref(), &group, &snap).await;
+                    (index, rec, err)
+                }
+            })
+            .buffer_unordered(s.agent_concurrency.max(1))
+            .collect()
+            .await;
+    let answers: HashMap<usize, (Option<Recommendation>, Option<String>)> =
         answers.into_iter().map(|(i, r, e)| (i, (r, e))).collect();
 
     // 4. Guard, apply, report — per target, each on its own.
@@ -791,7 +780,7 @@ async fn decide_and_apply(
     ctx: &Context,
     f: &Found,
     snap: &MetricsSnapshot,
-    rec: Recommendation,
+    proposal: Option<Recommendation>,
     agent_error: Option<String>,
     prev: Option<&GroupStatus>,
     now: i64,
@@ -801,11 +790,20 @@ async fn decide_and_apply(
     let guard_state = prev
         .map(|p| ipa_core::GuardState::from(&p.guard_state))
         .unwrap_or_default();
-    let decision = ipa_core::guard(&rec, snap, &f.policy, &guard_state, now);
-    let safe = safety::enforce(decision.replicas, &decision.containers, snap, &f.policy);
-    let mut notes = decision.notes.clone();
-    notes.extend(safe.notes.iter().cloned());
-    ctx.metrics.decision(rec.source);
+    let advice = match (&proposal, &agent_error) {
+        (_, Some(e)) => Advice::Failed(e),
+        (Some(p), None) => Advice::Proposal(p),
+        (None, None) => Advice::Builtin,
+    };
+    let safe = ipa_core::decide(snap, &f.policy, advice, &guard_state, now);
+    let notes = safe.notes.clone();
+    // What status shows as "recommended": the advisor's proposal as it came, or the built-in's decision.
+    let rec = proposal.unwrap_or_else(|| Recommendation {
+        containers: safe.containers.clone(),
+        rationale: safe.rationale.clone(),
+        ..Recommendation::new(safe.replicas, safe.source)
+    });
+    ctx.metrics.decision(safe.source);
     for n in &notes {
         ctx.metrics.intervention(n.rule);
     }
@@ -817,6 +815,7 @@ async fn decide_and_apply(
     let mut last_scale_time = prev.and_then(|p| p.last_scale_time.clone());
     let mut last_resize_time = prev.and_then(|p| p.last_resize_time.clone());
     let mut apply_failed = false;
+    let (mut scale_failed, mut resize_failed) = (false, !resize.is_empty());
     if f.mode == Mode::Recommend {
         if scale || !resize.is_empty() {
             applied = Want::new(
@@ -856,11 +855,13 @@ async fn decide_and_apply(
                 }
                 Err(e) => {
                     apply_failed = true;
+                    scale_failed = true;
                     applied = failed_write(ctx, &e, "scale");
                 }
             }
         }
         if !resize.is_empty() && !apply_failed {
+            resize_failed = false;
             ctx.metrics.kube_request("patch");
             let body = apply::resources_patch(&resize, rv.as_deref());
             match deployments
@@ -896,6 +897,7 @@ async fn decide_and_apply(
                 }
                 Err(e) => {
                     apply_failed = true;
+                    resize_failed = true;
                     applied = failed_write(ctx, &e, "resize");
                 }
             }
@@ -950,11 +952,15 @@ async fn decide_and_apply(
         },
         applied,
     ];
-    let state = if apply_failed {
-        guard_state
-    } else {
-        decision.state.clone()
-    };
+    // The guard remembers what was written: a scale that succeeded keeps its event (and so its stabilization
+    // window) even when the resize after it failed; a write that failed is forgotten.
+    let mut state = safe.state.clone();
+    if scale_failed || f.mode == Mode::Recommend {
+        state.scale_events.retain(|e| e.0 != now);
+    }
+    if resize_failed || f.mode == Mode::Recommend {
+        state.last_resize_at = guard_state.last_resize_at;
+    }
     let status = GroupStatus {
         namespace: target.namespace.clone(),
         deployment: target.deployment.clone(),

@@ -100,6 +100,7 @@ mod tests {
             p95: p90,
             max: p90,
             trend_per_min: trend,
+            recent_trend_per_min: 0.0,
             samples: 20,
         }
     }

@@ -28,9 +28,20 @@ pub struct GuardState {
     pub scale_events: Vec<(i64, u32, u32)>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_resize_at: Option<i64>,
+    /// The advisor's replica floor for the current interval (pre-scaling), held by the guard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floor: Option<Floor>,
 }
 
-/// The guarded decision: what to apply now.
+/// A replica floor an advisor set: the fast loop does not go below it until `until` (unix seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Floor {
+    pub replicas: u32,
+    pub until: i64,
+}
+
+/// The guarded decision: what to apply now, why, and what the guard remembers for next time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     /// Replicas to set (may equal the current count).
@@ -39,6 +50,11 @@ pub struct Decision {
     pub containers: Vec<ContainerRecommendation>,
     pub notes: Vec<GuardrailNote>,
     pub state: GuardState,
+    /// What shaped the decision: the built-in rules, a model's advice, or the built-in standing in for a
+    /// failed advisor.
+    pub source: Source,
+    /// The reasoning, in words (the fast rule's arithmetic, the advisor's, what the guard changed).
+    pub rationale: String,
 }
 
 impl Decision {
@@ -50,8 +66,10 @@ impl Decision {
     }
 }
 
-/// Applies every guardrail to `proposal` for the target observed in `snapshot`, at time `now` (unix seconds).
-pub fn guard(
+/// Applies the guard layer to a proposal whose replicas are the fast rule's (raised by any advisor floor) and
+/// whose containers are already held near the evidence: bounds, stabilization windows, missing inputs, rollouts,
+/// step limits, node capacity, and the resource rules. `decide` is the only caller.
+pub(crate) fn guard(
     proposal: &Recommendation,
     snapshot: &MetricsSnapshot,
     policy: &ResolvedPolicy,
@@ -60,15 +78,6 @@ pub fn guard(
 ) -> Decision {
     let mut notes = Vec::new();
     let mut state = state.clone();
-    // A model's advice is first held near what the metrics support; every other rule then applies to it.
-    let held;
-    let proposal = if proposal.source == Source::Llm {
-        let evidence = crate::recommender::recommend(snapshot, policy);
-        held = plausible(proposal, &evidence, snapshot, &mut notes);
-        &held
-    } else {
-        proposal
-    };
     let containers = guard_resources(proposal, snapshot, policy, &state, now, &mut notes);
     let replicas = guard_replicas(
         proposal.replicas,
@@ -79,12 +88,38 @@ pub fn guard(
         now,
         &mut notes,
     );
+    record(
+        &mut state,
+        snapshot.replicas,
+        replicas,
+        !containers.is_empty(),
+        policy,
+        now,
+    );
+    Decision {
+        replicas,
+        containers,
+        notes,
+        state,
+        source: proposal.source,
+        rationale: proposal.rationale.clone(),
+    }
+}
 
-    let current = snapshot.replicas;
+/// Remembers a decision: its scale event and resize, pruned to the longest window that reads them. Times
+/// from the network (a guard state kept in status) may be anything: the arithmetic saturates.
+fn record(
+    state: &mut GuardState,
+    current: u32,
+    replicas: u32,
+    resized: bool,
+    policy: &ResolvedPolicy,
+    now: i64,
+) {
     if replicas != current {
         state.scale_events.push((now, current, replicas));
     }
-    if !containers.is_empty() {
+    if resized {
         state.last_resize_at = Some(now);
     }
     let keep = i64::from(
@@ -95,21 +130,20 @@ pub fn guard(
             .max(policy.scale_down.period_seconds)
             .max(policy.scale_up.period_seconds),
     );
-    state.recommendations.retain(|(t, _)| now - t <= keep);
-    state.scale_events.retain(|(t, _, _)| {
-        now - t
-            < i64::from(
-                policy
-                    .scale_up
-                    .period_seconds
-                    .max(policy.scale_down.period_seconds),
-            )
-    });
-    Decision {
-        replicas,
-        containers,
-        notes,
-        state,
+    let period = i64::from(
+        policy
+            .scale_up
+            .period_seconds
+            .max(policy.scale_down.period_seconds),
+    );
+    state
+        .recommendations
+        .retain(|(t, _)| now.saturating_sub(*t) < keep);
+    state
+        .scale_events
+        .retain(|(t, _, _)| now.saturating_sub(*t) < period);
+    if state.floor.is_some_and(|f| f.until <= now) {
+        state.floor = None;
     }
 }
 
@@ -118,34 +152,19 @@ pub fn guard(
 /// direction the metrics move them.
 pub const PLAUSIBLE_FACTOR: u32 = 2;
 
-/// A model's proposal, held within [`PLAUSIBLE_FACTOR`] of the evidence. Policy bounds alone let a model that
-/// misreads the prompt ask for 10 pods, or 64-core pods, to serve 0.1 cores (Gemma 270M did both); its advice
-/// may shape the decision, not overrule the metrics.
-fn plausible(
+/// A proposal's requests and limits, held within [`PLAUSIBLE_FACTOR`] of the evidence. Policy bounds alone let a
+/// model that misreads the prompt ask for 64-core pods to serve 0.1 cores (Gemma 270M did); its advice may shape
+/// the decision, not overrule the metrics. Every proposal from outside the process is held, whatever it says
+/// its source is. (Replicas are held by the floor rule in `decide`.)
+pub(crate) fn plausible_resources(
     proposal: &Recommendation,
     evidence: &Recommendation,
     snapshot: &MetricsSnapshot,
     notes: &mut Vec<GuardrailNote>,
-) -> Recommendation {
-    let mut held = proposal.clone();
-    let e = evidence.replicas;
-    let (low, high) = band(Some(u64::from(snapshot.replicas)), u64::from(e));
-    let (low, high) = (
-        u32::try_from(low).unwrap_or(u32::MAX),
-        u32::try_from(high).unwrap_or(u32::MAX),
-    );
-    held.replicas = proposal.replicas.clamp(low, high);
-    if held.replicas != proposal.replicas {
-        notes.push(GuardrailNote::new(
-            Rule::Implausible,
-            format!(
-                "{} replicas are not supported by the metrics (they support {e}); held at {}, within [{low}, {high}]",
-                proposal.replicas, held.replicas
-            ),
-        ));
-    }
+) -> Vec<ContainerRecommendation> {
+    let mut held = proposal.containers.clone();
     let no = Resources::default();
-    for container in &mut held.containers {
+    for container in &mut held {
         let current = snapshot
             .containers
             .iter()
@@ -299,19 +318,13 @@ fn guard_replicas(
         desired = current;
     }
 
-    // Tolerance dead band (HPA: 0.1), only for changes that stay within the bounds.
-    if desired != current && current >= policy.min_replicas && current <= policy.max_replicas {
-        let change = (f64::from(desired) - f64::from(current)).abs() / f64::from(current.max(1));
-        if change <= policy.tolerance {
-            notes.push(GuardrailNote::new(
-                Rule::Tolerance,
-                format!(
-                    "{current} → {desired} is within the {:.0}% tolerance",
-                    policy.tolerance * 100.0
-                ),
-            ));
-            desired = current;
-        }
+    // A rollout is no time to remove pods: old and new ones are being swapped, and the new size is unproven.
+    if desired < current && snapshot.rollout.is_some() {
+        notes.push(GuardrailNote::new(
+            Rule::Rollout,
+            format!("no scale-down to {desired} while a rollout runs"),
+        ));
+        desired = current;
     }
 
     // Per-period step limits, measured from the replica count at the start of the period.
@@ -372,8 +385,9 @@ fn window_extreme(
     window: i64,
     pick: fn(u32, u32) -> u32,
 ) -> Option<u32> {
+    // HPA's window: the samples of the last `window` seconds, its boundary excluded.
     recs.iter()
-        .filter(|(t, _)| now - t <= window)
+        .filter(|(t, _)| now.saturating_sub(*t) < window)
         .map(|(_, r)| *r)
         .reduce(pick)
 }
@@ -383,7 +397,7 @@ fn period_start(state: &GuardState, now: i64, period: u32, current: u32) -> u32 
     state
         .scale_events
         .iter()
-        .find(|(t, _, _)| now - t < i64::from(period))
+        .find(|(t, _, _)| now.saturating_sub(*t) < i64::from(period))
         .map_or(current, |(_, before, _)| *before)
 }
 
@@ -518,7 +532,7 @@ fn guard_resources(
         return Vec::new();
     }
     if let Some(last) = state.last_resize_at {
-        let since = now - last;
+        let since = now.saturating_sub(last);
         if !urgent && since < i64::from(policy.min_resize_interval_seconds) {
             notes.push(GuardrailNote::new(
                 Rule::ResizeInterval,
@@ -722,7 +736,7 @@ fn differs(new: &Resources, old: &Resources, threshold: f64) -> bool {
         || rel(new.memory.map(|m| m.0), old.memory.map(|m| m.0), threshold)
 }
 
-fn truncate(s: &str) -> String {
+pub(crate) fn truncate(s: &str) -> String {
     s.chars().take(63).collect()
 }
 
@@ -768,136 +782,6 @@ mod tests {
     /// A built-in proposal: the rules below apply to every source; the plausibility band only to a model's.
     fn rec(replicas: u32) -> Recommendation {
         Recommendation::new(replicas, Source::Builtin)
-    }
-
-    #[test]
-    fn a_models_replicas_move_only_where_the_metrics_do() {
-        let p = Policy {
-            scale_down: Some(crate::ScalingRules {
-                stabilization_window_seconds: Some(0),
-                ..Default::default()
-            }),
-            ..Policy::default()
-        }
-        .resolve();
-        let llm = |r| Recommendation::new(r, Source::Llm);
-        let busy = |replicas: u32, cores: f64| {
-            let mut s = snapshot(replicas);
-            s.cpu_per_pod = Some(flat(cores));
-            s.containers[0].cpu_cores = Some(flat(cores));
-            s
-        };
-        // 2 pods at 0.7 of 0.5 cores: the metrics support 4 replicas.
-        let up = busy(2, 0.7);
-        assert_eq!(crate::recommender::recommend(&up, &p).replicas, 4);
-        let d = guard(&llm(16), &up, &p, &GuardState::default(), 0);
-        assert!(
-            d.notes
-                .iter()
-                .any(|n| n.rule == Rule::Implausible && n.message.contains("held at 8")),
-            "twice the evidence at most: {:?}",
-            d.notes
-        );
-        assert_eq!(d.replicas, 6, "then the scale-up step limit: 2 + 4 pods");
-        assert_eq!(
-            guard(&llm(3), &up, &p, &GuardState::default(), 0).replicas,
-            3
-        );
-        assert_eq!(
-            guard(&llm(1), &up, &p, &GuardState::default(), 0).replicas,
-            2,
-            "no scale-down"
-        );
-        // 8 pods at 0.1 cores: the metrics support 3.
-        let down = busy(8, 0.1);
-        assert_eq!(crate::recommender::recommend(&down, &p).replicas, 3);
-        assert_eq!(
-            guard(&llm(1), &down, &p, &GuardState::default(), 0).replicas,
-            2,
-            "half at least"
-        );
-        assert_eq!(
-            guard(&llm(10), &down, &p, &GuardState::default(), 0).replicas,
-            8,
-            "no scale-up"
-        );
-        // Where the metrics support no change, neither does the guard; the built-in answer is never held by it.
-        let steady = snapshot(4);
-        assert_eq!(crate::recommender::recommend(&steady, &p).replicas, 4);
-        assert_eq!(
-            guard(&llm(16), &steady, &p, &GuardState::default(), 0).replicas,
-            4
-        );
-        assert!(!has(
-            &guard(&rec(16), &steady, &p, &GuardState::default(), 0),
-            Rule::Implausible
-        ));
-    }
-
-    #[test]
-    fn a_models_resources_stay_near_what_the_metrics_support() {
-        let p = Policy {
-            min_resize_interval_seconds: Some(0),
-            ..Policy::default()
-        }
-        .resolve();
-        // No CPU request or limit yet, and memory peaking at 400Mi over a 256Mi request: the recommender sizes a
-        // CPU request from usage and grows memory.
-        let mut s = snapshot(4);
-        s.containers[0].requests.cpu = None;
-        s.containers[0].limits.cpu = None;
-        s.containers[0].memory_bytes = Some(flat(400.0 * MIB as f64));
-        let evidence = crate::recommender::recommend(&s, &p).containers[0].clone();
-        let (cpu, memory, memory_limit) = (
-            evidence.requests.cpu.map_or(0, |v| v.0),
-            evidence.requests.memory.map_or(0, |v| v.0),
-            evidence.limits.memory.map_or(0, |v| v.0),
-        );
-        assert!(cpu > 0 && memory > 256 * MIB);
-        // Gemma 270M's answer in the demo: 64 cores and 256Gi.
-        let mut huge = with_resources(4, 64_000, 256 * 1024);
-        huge.source = Source::Llm;
-        let d = guard(&huge, &s, &p, &GuardState::default(), 0);
-        assert!(has(&d, Rule::Implausible));
-        let c = &d.containers[0];
-        assert_eq!(
-            c.requests.cpu,
-            Some(CpuMillis(2 * cpu)),
-            "twice the evidence"
-        );
-        assert_eq!(c.limits.cpu, None, "no CPU limit before: none added");
-        assert_eq!(c.requests.memory, Some(Bytes(2 * memory)));
-        assert_eq!(c.limits.memory, Some(Bytes(2 * memory_limit)));
-        // Not below the current value either: the metrics move memory up.
-        let mut small = with_resources(4, cpu, 128);
-        small.source = Source::Llm;
-        let d = guard(&small, &s, &p, &GuardState::default(), 0);
-        assert!(d.containers[0].requests.memory >= Some(Bytes(256 * MIB)));
-        // Where the recommender keeps a value, the model cannot move it: no halving the CPU request of a pod whose
-        // replicas own CPU (in the demo that made utilization look higher, and replicas climbed).
-        let mut halved = with_resources(4, 250, 256);
-        halved.source = Source::Llm;
-        let d = guard(&halved, &snapshot(4), &p, &GuardState::default(), 0);
-        assert!(d.containers.is_empty());
-        assert!(has(&d, Rule::Implausible));
-    }
-
-    #[test]
-    fn no_request_to_measure_against_gives_a_model_no_scale_up() {
-        // The seed's app has no CPU request: the recommender holds replicas and sizes one from usage.
-        let p = Policy::default().resolve();
-        let mut s = snapshot(1);
-        s.containers[0].requests.cpu = None;
-        s.containers[0].limits.cpu = None;
-        let d = guard(
-            &Recommendation::new(5, Source::Llm),
-            &s,
-            &p,
-            &GuardState::default(),
-            0,
-        );
-        assert_eq!(d.replicas, 1);
-        assert!(has(&d, Rule::Implausible));
     }
 
     fn with_resources(replicas: u32, cpu: u64, mem_mib: u64) -> Recommendation {
@@ -953,28 +837,27 @@ mod tests {
 
     #[test]
     fn scale_down_waits_for_the_stabilization_window() {
-        let p = Policy::default().resolve();
+        let p = Policy {
+            scale_down: Some(crate::ScalingRules {
+                stabilization_window_seconds: Some(300),
+                ..Default::default()
+            }),
+            ..Policy::default()
+        }
+        .resolve();
         let mut state = GuardState::default();
         // At 10 replicas, recommendations stay 10 for a while, then drop to 4.
         let d = guard(&rec(10), &snapshot(10), &p, &state, 0);
         state = d.state;
-        for t in [60, 120, 180, 240] {
+        for t in [60, 120, 180, 240, 299] {
             let d = guard(&rec(4), &snapshot(10), &p, &state, t);
             assert_eq!(d.replicas, 10, "held at t={t}");
             assert!(has(&d, Rule::ScaleDownStabilization));
             state = d.state;
         }
-        // 300 s after the last "10", the window only holds 4s.
-        let d = guard(&rec(4), &snapshot(10), &p, &state, 301);
+        // 300 s after the last "10", the window only holds 4s (its boundary excluded, as in HPA).
+        let d = guard(&rec(4), &snapshot(10), &p, &state, 300);
         assert_eq!(d.replicas, 4);
-    }
-
-    #[test]
-    fn tolerance_dead_band_holds_small_changes() {
-        let p = Policy::default().resolve();
-        let d = guard(&rec(11), &snapshot(10), &p, &GuardState::default(), 0);
-        assert_eq!(d.replicas, 10);
-        assert!(has(&d, Rule::Tolerance));
     }
 
     #[test]

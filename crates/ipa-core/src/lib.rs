@@ -3,8 +3,10 @@
 //! Every other part of IPA stands on this crate: the agent (prompt, reply parser, built-in provider), the
 //! controller (guardrails, fallback recommender) and the simulator (the `ipa` policy runs exactly this code).
 
+pub mod decide;
 pub mod forecast;
 pub mod guardrails;
+pub mod horizontal;
 pub mod policy;
 pub mod prompt;
 pub mod protocol;
@@ -15,7 +17,8 @@ pub mod reply;
 pub mod snapshot;
 pub mod stats;
 
-pub use guardrails::{Decision, GuardState, guard};
+pub use decide::{Advice, decide};
+pub use guardrails::{Decision, Floor, GuardState};
 pub use policy::{Policy, ResolvedPolicy, ScalingRules};
 pub use protocol::{RecommendRequest, SeedRecommendation, SeedRequest, SeedResponse};
 pub use quantity::{Bytes, CpuMillis, QuantityError};
@@ -23,5 +26,5 @@ pub use recommendation::{ContainerRecommendation, GuardrailNote, Recommendation,
 pub use recommender::recommend;
 pub use snapshot::{
     ClusterCapacity, ContainerSnapshot, DemandHistory, EventSummary, MetricsSnapshot, Resources,
-    SeriesStats, TargetRef,
+    Rollout, SeriesStats, TargetRef,
 };

@@ -64,9 +64,12 @@ pub struct Policy {
     /// Pod start-up time assumed by the forecast horizon; default 30 s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub startup_seconds: Option<u32>,
-    /// Decision interval; default 60 s.
+    /// The advisory loop's interval (the advisor is asked, pods are right-sized); default 60 s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval_seconds: Option<u32>,
+    /// The fast loop's period (replicas follow the load, no advisor); default 15 s, HPA's sync period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_period_seconds: Option<u32>,
 }
 
 /// The policy with every default applied and every value sanitised.
@@ -88,6 +91,7 @@ pub struct ResolvedPolicy {
     pub min_resize_interval_seconds: u32,
     pub startup_seconds: u32,
     pub interval_seconds: u32,
+    pub sync_period_seconds: u32,
     /// Safety margin over observed usage for requests (VPA: 15 %).
     pub request_margin: f64,
     /// CPU usage percentile that sets the CPU request (VPA target: p90).
@@ -118,7 +122,14 @@ impl Policy {
         let finite_or = |v: Option<f64>, default: f64, lo: f64, hi: f64| {
             v.filter(|x| x.is_finite()).unwrap_or(default).clamp(lo, hi)
         };
-        // HPA defaults: up — no stabilization, max(4 pods, 100 %) per 15 s; down — 300 s window, 100 % per 15 s.
+        let startup_seconds = self.startup_seconds.unwrap_or(30).min(3600);
+        let sync_period_seconds = self.sync_period_seconds.unwrap_or(15).clamp(5, 600);
+        // HPA's step limits: up max(4 pods, 100 %) per 15 s, down 100 % per 15 s; no scale-up stabilization.
+        // The scale-down window is where IPA departs from HPA's fixed 300 s: a pod removed must stay gone for
+        // longer than it takes to bring it back (start-up + one sync period), so the window is twice that —
+        // 90 s for a 30 s start-up — and never under a minute. Holding longer buys nothing the ratio tolerance
+        // does not, and costs every noisy workload the highest load of the last 5 minutes.
+        let down_window = (2 * (startup_seconds + sync_period_seconds)).clamp(60, 300);
         let rules = |r: Option<ScalingRules>, window: u32, pods: u32, percent: u32| {
             let r = r.unwrap_or_default();
             ResolvedRules {
@@ -139,7 +150,7 @@ impl Policy {
             target_utilization: finite_or(self.target_utilization, 0.7, 0.05, 1.0),
             tolerance: finite_or(self.tolerance, 0.1, 0.0, 0.5),
             scale_up: rules(self.scale_up, 0, 4, 100),
-            scale_down: rules(self.scale_down, 300, u32::MAX, 100),
+            scale_down: rules(self.scale_down, down_window, u32::MAX, 100),
             vertical: self.vertical.unwrap_or(true),
             containers: self.containers.clone(),
             min_cpu,
@@ -151,8 +162,9 @@ impl Policy {
                 .max(min_memory),
             resize_threshold: finite_or(self.resize_threshold, 0.15, 0.0, 10.0),
             min_resize_interval_seconds: self.min_resize_interval_seconds.unwrap_or(600),
-            startup_seconds: self.startup_seconds.unwrap_or(30).min(3600),
+            startup_seconds,
             interval_seconds: self.interval_seconds.unwrap_or(60).clamp(5, 3600),
+            sync_period_seconds,
             request_margin: 0.15,
             cpu_percentile: 0.9,
             limit_ratio: 1.5,
@@ -180,7 +192,8 @@ mod tests {
         assert_eq!(p.max_replicas, DEFAULT_MAX_REPLICAS);
         assert_eq!(p.target_utilization, 0.7);
         assert_eq!(p.tolerance, 0.1);
-        assert_eq!(p.scale_down.stabilization_window_seconds, 300);
+        assert_eq!(p.scale_down.stabilization_window_seconds, 90);
+        assert_eq!(p.sync_period_seconds, 15);
         assert_eq!(p.scale_up.stabilization_window_seconds, 0);
         assert_eq!(p.scale_up.max_pods, 4);
     }

@@ -430,6 +430,7 @@ mod tests {
             p95: max,
             max,
             trend_per_min: 0.0,
+            recent_trend_per_min: 0.0,
             samples: 20,
         }
     }

@@ -58,6 +58,12 @@ pub enum Rule {
     UnknownContainer,
     ReplyClamped,
     Implausible,
+    /// An advisor's replica floor raised the fast rule's count (pre-scaling), or was held.
+    AdvisorFloor,
+    /// No scale-down while a rollout runs.
+    Rollout,
+    /// A pod shrink waits until the replicas the smaller pods need are ready.
+    ShrinkDeferred,
 }
 
 impl Rule {
@@ -82,6 +88,9 @@ impl Rule {
             Self::UnknownContainer => "unknown_container",
             Self::ReplyClamped => "reply_clamped",
             Self::Implausible => "implausible",
+            Self::AdvisorFloor => "advisor_floor",
+            Self::Rollout => "rollout",
+            Self::ShrinkDeferred => "shrink_deferred",
         }
     }
 }

@@ -1,16 +1,19 @@
-//! The built-in recommender: replicas from a demand forecast and a per-pod capacity model; requests and limits
-//! from usage percentiles with a margin (VPA-like).
+//! The built-in recommender: the advisor when no LLM is configured, the stand-in when the LLM or the agent fails,
+//! and the evidence a model's advice is held against.
 //!
-//! It serves three roles: the provider when no LLM is configured, the fallback when the LLM or the agent fails,
-//! and the reference a person can compare LLM advice with.
+//! Replicas: what the fast rule wants now ([`crate::horizontal`]), raised by what yesterday's demand did over the
+//! next interval (a seasonal pre-scale; the fast loop handles today's ramps itself, so no window trend is
+//! extrapolated here — at a 15 s loop a trend term buys nothing and over-provisions).
 //!
 //! Horizontal and vertical scaling fed by the same CPU signal have no unique answer (4 pods of 1 core or 8 of
 //! 0.5 serve the same load), and naively combined they chase each other — HPA's and VPA's docs forbid using both
-//! on CPU. IPA resolves it with one rule: **replicas own CPU; the CPU request changes only where replicas
-//! cannot act** (the forecast needs more than `maxReplicas`, needs fewer than `minReplicas`, or no request is
-//! set). Memory is per pod and is always right-sized from its peak, VPA-style.
+//! on CPU. IPA resolves it with one rule: **replicas own CPU; the pod's CPU request is a unit of capacity, set
+//! rarely from a long window's peak**. It shrinks when a whole day's peak fits in far fewer pods than the design
+//! point, grows only when even `maxReplicas` cannot hold the sustained demand, and each change must be at least
+//! a factor [`RESIZE_HYSTERESIS`] — never on a burst. Memory is per pod and right-sized from its peak, VPA-style.
 
-use crate::forecast::{Forecast, forecast_peak};
+use crate::forecast::seasonal_ratio;
+use crate::horizontal::{to_replicas, wanted_replicas};
 use crate::policy::ResolvedPolicy;
 use crate::quantity::{Bytes, CpuMillis, MIB};
 use crate::recommendation::{ContainerRecommendation, Recommendation, Source};
@@ -21,6 +24,12 @@ pub const SATURATION: f64 = 0.9;
 /// VPA's OOM bump: +20 %, at least +100 MiB.
 pub const OOM_BUMP_RATIO: f64 = 1.2;
 pub const OOM_BUMP_MIN: Bytes = Bytes(100 * MIB);
+/// The pod size's design point: the long window's peak should need about this many pods (never more than half
+/// of `maxReplicas`, so the load can double past its peak before pods must grow). Ten pods keep the rounding
+/// to whole pods near 5 % at the peak; more pods buy little and multiply each pod's fixed overhead.
+pub const PODS_AT_PEAK: u32 = 10;
+/// A pod's CPU request changes only when the design point is at least this factor away from it.
+pub const RESIZE_HYSTERESIS: f64 = 2.0;
 
 /// Recommends replicas and per-container resources for one target.
 pub fn recommend(snapshot: &MetricsSnapshot, policy: &ResolvedPolicy) -> Recommendation {
@@ -32,123 +41,108 @@ pub fn recommend(snapshot: &MetricsSnapshot, policy: &ResolvedPolicy) -> Recomme
         rec.rationale = why.join("; ");
         return rec;
     };
-
-    let pods = snapshot
-        .ready_replicas
-        .filter(|r| *r > 0)
-        .unwrap_or(snapshot.replicas)
-        .max(1);
-    let horizon = policy.startup_seconds + policy.interval_seconds;
-    let demand = forecast_demand_cores(snapshot, &cpu, pods, horizon);
-    why.push(describe_forecast(&demand, horizon));
-
-    let pod_request = snapshot.pod_cpu_request().filter(|r| r.0 > 0);
-    let Some(pod_request) = pod_request else {
+    let Some(pod_request) = snapshot.pod_cpu_request().filter(|r| r.0 > 0) else {
         // No CPU request: there is no capacity unit to scale by. Size one from usage and keep the replicas.
         why.push("no CPU request set: sizing one from usage, replicas held".to_string());
         rec.containers = vertical(snapshot, policy, None, &mut why);
         rec.rationale = why.join("; ");
         return rec;
     };
-
-    let per_pod_capacity = pod_request.as_cores() * policy.target_utilization;
-    let exact = demand.value / per_pod_capacity;
-    let wanted = if exact.is_finite() {
-        exact.ceil().clamp(0.0, f64::from(u32::MAX)) as u32
-    } else {
-        snapshot.replicas
-    };
-    why.push(format!(
-        "{:.3} cores / ({} per pod × {:.0}% target) = {} replicas",
-        demand.value,
-        pod_request,
-        policy.target_utilization * 100.0,
-        wanted
-    ));
-
-    // Replicas own CPU; the request moves only where the replica bounds stop them: pods grow when even
-    // maxReplicas are not enough, and shrink when minReplicas would idle well below the target.
-    let bounded = wanted.clamp(policy.min_replicas, policy.max_replicas);
-    // Shrinking pods is only worth its restarts when the demand stayed low for a long time: all of the last
-    // day of history (not just this window) must fit minReplicas well below the target.
-    let history_peak = long_history_peak(snapshot).map(|p| p.max(demand.value));
-    let too_big = history_peak.is_some_and(|peak| {
-        peak / per_pod_capacity < f64::from(policy.min_replicas) * (1.0 - policy.resize_threshold)
-    });
-    // Growing pods restarts every one of them: only for demand that stays above maxReplicas for at least half
-    // the window (its median), not for a burst.
-    let sustained = cpu.p50 * f64::from(pods) / per_pod_capacity;
-    let too_small = wanted > policy.max_replicas && sustained > f64::from(policy.max_replicas);
-    let resize_pod_cpu = if too_small || too_big {
-        let sized_for = if too_big {
-            history_peak.unwrap_or(demand.value)
-        } else {
-            demand.value
-        };
-        let needed =
-            CpuMillis::from_cores_f64(sized_for / (f64::from(bounded) * policy.target_utilization));
-        why.push(format!(
-            "{exact:.2} replicas' worth of demand is outside [{}, {}]: pod CPU request → {needed}",
-            policy.min_replicas, policy.max_replicas
-        ));
-        Some(needed)
-    } else {
-        None
-    };
-    rec.replicas = bounded;
-    rec.containers = vertical(
-        snapshot,
-        policy,
-        resize_pod_cpu.map(|n| (pod_request, n)),
-        &mut why,
-    );
+    let mut replicas = snapshot.replicas;
+    if let Some(wanted) = wanted_replicas(snapshot, policy) {
+        why.push(wanted.why);
+        replicas = wanted.replicas;
+    }
+    if let Some(expected) = seasonal_replicas(snapshot, policy, &cpu, pod_request, &mut why) {
+        replicas = replicas.max(expected);
+    }
+    rec.replicas = replicas.clamp(policy.min_replicas, policy.max_replicas);
+    let pods = snapshot
+        .ready_replicas
+        .filter(|r| *r > 0)
+        .unwrap_or(snapshot.replicas)
+        .max(1);
+    let resize = right_size_cpu(snapshot, policy, &cpu, pods, pod_request, &mut why);
+    rec.containers = vertical(snapshot, policy, resize.map(|n| (pod_request, n)), &mut why);
     rec.rationale = why.join("; ");
     rec
 }
 
-/// Total CPU cores the target will need over the horizon: the CPU forecast, raised by what the request-rate
-/// forecast expects when that grows faster (request rate is the leading signal; CPU lags and saturates).
-fn forecast_demand_cores(
+/// Replicas for what yesterday's demand did over the next start-up + interval, when it grew: the advisor's
+/// pre-scale for a daily ramp (a floor for one interval, never a reason to scale down).
+fn seasonal_replicas(
     snapshot: &MetricsSnapshot,
+    policy: &ResolvedPolicy,
+    cpu: &SeriesStats,
+    pod_request: CpuMillis,
+    why: &mut Vec<String>,
+) -> Option<u32> {
+    let history = snapshot.history.as_ref()?;
+    let horizon = policy
+        .startup_seconds
+        .saturating_add(policy.interval_seconds);
+    let series = if history.request_rate.is_empty() {
+        &history.cpu_cores
+    } else {
+        &history.request_rate
+    };
+    let ratio = seasonal_ratio(series, history.step_seconds, horizon).filter(|r| *r > 1.0)?;
+    let ready = snapshot.ready_replicas.unwrap_or(snapshot.replicas);
+    let per_pod = pod_request.as_cores() * policy.target_utilization;
+    let expected = to_replicas(cpu.current * f64::from(ready) * ratio / per_pod);
+    why.push(format!(
+        "yesterday the demand grew ×{ratio:.2} over the next {horizon}s: {expected} replicas expected"
+    ));
+    Some(expected)
+}
+
+/// The pod CPU request the design point asks for, when it is at least [`RESIZE_HYSTERESIS`] away from the
+/// current one: a shrink once a whole day's peak fits in far fewer than [`PODS_AT_PEAK`] pods; a growth when
+/// `maxReplicas` cannot hold the window's sustained (median) demand.
+fn right_size_cpu(
+    snapshot: &MetricsSnapshot,
+    policy: &ResolvedPolicy,
     cpu: &SeriesStats,
     pods: u32,
-    horizon: u32,
-) -> Forecast {
-    let scale = f64::from(pods);
-    let total = SeriesStats {
-        current: cpu.current * scale,
-        mean: cpu.mean * scale,
-        p50: cpu.p50 * scale,
-        p90: cpu.p90 * scale,
-        p95: cpu.p95 * scale,
-        max: cpu.max * scale,
-        trend_per_min: cpu.trend_per_min * scale,
-        samples: cpu.samples,
+    pod_request: CpuMillis,
+    why: &mut Vec<String>,
+) -> Option<CpuMillis> {
+    let target = policy.target_utilization;
+    let pods_f = f64::from(pods);
+    // Per-pod window statistics pool samples taken at other pod counts: only `current` scales to a total.
+    let window_peak = cpu.current * pods_f;
+    let sustained = cpu.p50 * pods_f;
+    let design = (policy.max_replicas / 2)
+        .clamp(1, PODS_AT_PEAK)
+        .max(policy.min_replicas);
+    let size_for = |peak: f64| {
+        CpuMillis::from_cores_f64(peak / (f64::from(design) * target))
+            .clamp(policy.min_cpu, policy.max_cpu)
     };
-    let history = snapshot.history.as_ref();
-    let cpu_history = history
-        .filter(|h| !h.cpu_cores.is_empty())
-        .map(|h| (h.cpu_cores.as_slice(), h.step_seconds));
-    let mut forecast = forecast_peak(&total, cpu_history, horizon);
-    if let Some(rate) = snapshot
-        .request_rate
-        .filter(|r| r.current.is_finite() && r.current > 0.0)
-    {
-        let rate_history = history
-            .filter(|h| !h.request_rate.is_empty())
-            .map(|h| (h.request_rate.as_slice(), h.step_seconds));
-        let rate_forecast = forecast_peak(&rate, rate_history, horizon);
-        if rate_forecast.level > 0.0 {
-            let growth = rate_forecast.value / rate_forecast.level;
-            let by_rate = forecast.level * growth;
-            if by_rate > forecast.value {
-                forecast.value = by_rate;
-                forecast.trend = forecast.trend.max(by_rate - forecast.level);
-                forecast.daily_ratio = rate_forecast.daily_ratio.or(forecast.daily_ratio);
-            }
+    let current = pod_request.as_cores();
+    let capped = sustained / (current * target) > f64::from(policy.max_replicas);
+    if capped {
+        let peak = long_history_peak(snapshot).map_or(window_peak, |p| p.max(window_peak));
+        let needed = size_for(peak).max(CpuMillis::from_cores_f64(
+            sustained / (f64::from(policy.max_replicas) * target),
+        ));
+        if needed > pod_request {
+            why.push(format!(
+                "{sustained:.2} cores sustained need more than maxReplicas {} pods of {pod_request}: pod CPU request → {needed}",
+                policy.max_replicas
+            ));
+            return Some(needed.min(policy.max_cpu));
         }
+        return None;
     }
-    forecast
+    let peak = long_history_peak(snapshot)?.max(window_peak);
+    let size = size_for(peak);
+    (size.as_cores() * RESIZE_HYSTERESIS <= current).then(|| {
+        why.push(format!(
+            "a day's peak of {peak:.2} cores fits {design} pods of {size}: pod CPU request {pod_request} → {size}"
+        ));
+        size
+    })
 }
 
 /// Highest total CPU demand in the history, when it covers at least a day without gaps.
@@ -168,21 +162,6 @@ fn long_history_peak(snapshot: &MetricsSnapshot) -> Option<f64> {
 /// History needed before pods are shrunk: a whole day (less one 5-minute step), so an on/off or daily workload
 /// is never shrunk in its quiet hours only to restart every pod when the load comes back.
 const MIN_HISTORY_FOR_SHRINK_SECONDS: u64 = 86_400 - 300;
-
-fn describe_forecast(f: &Forecast, horizon: u32) -> String {
-    let mut s = format!(
-        "CPU demand over the next {horizon}s: {:.3} cores (recent high {:.3}",
-        f.value, f.level
-    );
-    if f.trend > 0.0 {
-        s.push_str(&format!(", trend +{:.3}", f.trend));
-    }
-    if let Some(r) = f.daily_ratio {
-        s.push_str(&format!(", yesterday ×{r:.2}"));
-    }
-    s.push(')');
-    s
-}
 
 /// Per-container requests and limits. `pod_cpu` = (current pod CPU request, wanted pod CPU request) when the
 /// CPU request must change; `None` keeps CPU as it is unless it is unset.
@@ -426,12 +405,12 @@ mod tests {
         let cpu = rec.containers[0].requests.cpu.unwrap_or_default();
         assert_eq!(
             cpu,
-            CpuMillis(1000),
-            "2.8 cores / (4 × 0.7) = 1 core per pod"
+            CpuMillis(2000),
+            "2.8 cores / (2 × 0.7): the peak fits half of maxReplicas"
         );
         assert_eq!(
             rec.containers[0].limits.cpu,
-            Some(CpuMillis(2000)),
+            Some(CpuMillis(4000)),
             "limit keeps the 2:1 ratio"
         );
     }
@@ -460,7 +439,7 @@ mod tests {
         let mut s = snapshot(4, 0.7, 200.0 * MIB as f64);
         s.containers[0].limits = Resources::default();
         let rec = recommend(&s, &policy);
-        assert_eq!(rec.containers[0].requests.cpu, Some(CpuMillis(1000)));
+        assert_eq!(rec.containers[0].requests.cpu, Some(CpuMillis(2000)));
         assert_eq!(rec.containers[0].requests.memory, Some(Bytes(276 * MIB)));
         assert_eq!(rec.containers[0].limits, Resources::default());
         // A limit without a request takes the policy's ratio over the new request.
@@ -507,12 +486,12 @@ mod tests {
     fn rising_request_rate_scales_ahead_of_cpu() {
         let mut s = snapshot(4, 0.35, 100.0 * MIB as f64);
         s.request_rate = Some(SeriesStats {
-            trend_per_min: 10.0,
+            recent_trend_per_min: 40.0,
             ..flat(100.0)
         });
         let rec = recommend(&s, &Policy::default().resolve());
-        // 1.4 cores now; rate +15 % over the 90 s horizon → 1.61 cores / 0.35 → 5 pods.
-        assert_eq!(rec.replicas, 5);
+        // 1.4 cores now; rate +30 % over the 45 s reaction time → 1.82 cores / 0.35 → 6 pods.
+        assert_eq!(rec.replicas, 6);
     }
 
     #[test]

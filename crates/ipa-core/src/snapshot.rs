@@ -24,7 +24,9 @@ impl std::fmt::Display for TargetRef {
     }
 }
 
-/// Window statistics of one series. `trend_per_min` is the least-squares slope in units per minute.
+/// Window statistics of one series. `trend_per_min` is the least-squares slope in units per minute over the
+/// window; `recent_trend_per_min` the same over its last [`crate::stats::RECENT_SECONDS`] only (the fast loop's
+/// short-horizon signal: a ramp shows there long before it moves a 5-minute slope).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
 pub struct SeriesStats {
     pub current: f64,
@@ -34,6 +36,8 @@ pub struct SeriesStats {
     pub p95: f64,
     pub max: f64,
     pub trend_per_min: f64,
+    #[serde(default)]
+    pub recent_trend_per_min: f64,
     pub samples: u32,
 }
 
@@ -48,6 +52,7 @@ impl SeriesStats {
             p95: value,
             max: value,
             trend_per_min: 0.0,
+            recent_trend_per_min: 0.0,
             samples,
         }
     }
@@ -155,6 +160,17 @@ pub struct MetricsSnapshot {
     /// Names of inputs that were expected but missing this cycle (e.g. `cpu`, `memory`, `request_rate`).
     #[serde(default)]
     pub missing: Vec<String>,
+    /// Set while a rollout runs (pods of more than one template): replicas are then sized from the smaller pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+}
+
+/// A rollout in progress: pods of the old and the new template serve side by side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct Rollout {
+    /// The smallest per-pod CPU request among the running pods, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smallest_pod_cpu_request: Option<CpuMillis>,
 }
 
 impl MetricsSnapshot {
@@ -176,6 +192,7 @@ impl MetricsSnapshot {
             events: Vec::new(),
             history: None,
             missing: Vec::new(),
+            rollout: None,
         }
     }
 
@@ -191,6 +208,17 @@ impl MetricsSnapshot {
             .map(|c| c.requests.cpu.map(|v| v.0))
             .sum::<Option<u64>>()
             .map(CpuMillis)
+    }
+
+    /// The per-pod CPU request replicas are sized by: the template's, or during a rollout the smaller of it and
+    /// the smallest running pod's (sizing by the bigger pod would under-provision while smaller pods serve).
+    pub fn sizing_pod_cpu_request(&self) -> Option<CpuMillis> {
+        let template = self.pod_cpu_request().filter(|r| r.0 > 0)?;
+        let running = self
+            .rollout
+            .and_then(|r| r.smallest_pod_cpu_request)
+            .filter(|r| r.0 > 0);
+        Some(running.map_or(template, |r| r.min(template)))
     }
 
     /// Sum of the memory requests of the containers of one pod, when every container has one.

@@ -40,6 +40,9 @@ pub fn slope_per_minute(values: &[f64], step_seconds: f64) -> f64 {
     }
 }
 
+/// The span of a series' `recent_trend_per_min`: two 15 s steps, the shortest slope that is not a single jump.
+pub const RECENT_SECONDS: f64 = 30.0;
+
 /// Summarizes samples taken every `step_seconds`, oldest first. Non-finite samples are dropped (they are
 /// missing data, not zeros); `None` when nothing finite is left.
 pub fn summarize(samples: &[f64], step_seconds: f64) -> Option<SeriesStats> {
@@ -56,8 +59,19 @@ pub fn summarize(samples: &[f64], step_seconds: f64) -> Option<SeriesStats> {
         p95: pct(0.95),
         max: sorted.last().copied().unwrap_or(current),
         trend_per_min: slope_per_minute(&clean, step_seconds),
+        recent_trend_per_min: slope_per_minute(recent(&clean, step_seconds), step_seconds),
         samples: clean.len().min(u32::MAX as usize) as u32,
     })
+}
+
+/// The tail of `values` that covers the last [`RECENT_SECONDS`] (at least two samples).
+fn recent(values: &[f64], step_seconds: f64) -> &[f64] {
+    let steps = if step_seconds.is_finite() && step_seconds > 0.0 {
+        (RECENT_SECONDS / step_seconds).round().max(1.0) as usize
+    } else {
+        1
+    };
+    &values[values.len().saturating_sub(steps + 1)..]
 }
 
 #[cfg(test)]
@@ -73,7 +87,17 @@ mod tests {
         assert_eq!(s.p50, 3.0);
         assert_eq!(s.max, 5.0);
         assert!((s.trend_per_min - 1.0).abs() < 1e-9);
+        assert!((s.recent_trend_per_min - 1.0).abs() < 1e-9);
         assert_eq!(s.samples, 5);
+    }
+
+    #[test]
+    fn recent_trend_sees_a_ramp_that_the_window_trend_smooths() {
+        let mut values = vec![10.0; 18];
+        values.extend([10.0, 15.0, 20.0]);
+        let s = summarize(&values, 15.0).unwrap_or_default();
+        assert!((s.recent_trend_per_min - 20.0).abs() < 1e-9, "{s:?}");
+        assert!(s.trend_per_min < 2.0);
     }
 
     #[test]

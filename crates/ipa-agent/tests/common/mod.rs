@@ -13,6 +13,7 @@ pub fn stats(current: f64, max: f64) -> SeriesStats {
         p95: max,
         max,
         trend_per_min: 0.0,
+        recent_trend_per_min: 0.0,
         samples: 20,
     }
 }

@@ -1,13 +1,13 @@
-//! IPA as the controller runs it: every `interval` (60 s) it summarizes the observed window into a
-//! `MetricsSnapshot`, asks an `Advisor` (the built-in recommender by default) and passes the proposal through
-//! `ipa_core::guard` with the `GuardState` it keeps. Nothing here decides anything on its own: the decision
-//! is the core's.
+//! IPA as the controller runs it: every `syncPeriod` (15 s) the fast loop summarizes the observed window into a
+//! `MetricsSnapshot` and calls `ipa_core::decide` without an advisor; every `interval` (60 s) the advisory loop
+//! asks an `Advisor` (the built-in recommender by default) and hands its proposal to the same `decide`, with the
+//! `GuardState` it keeps. Nothing here decides anything on its own: the decision is the core's.
 
 use std::collections::VecDeque;
 
 use ipa_core::{
-    ContainerSnapshot, DemandHistory, EventSummary, GuardState, MetricsSnapshot, Policy,
-    Recommendation, ResolvedPolicy, Resources, TargetRef,
+    Advice, ContainerSnapshot, DemandHistory, EventSummary, GuardState, MetricsSnapshot, Policy,
+    Recommendation, ResolvedPolicy, Resources, Rollout, TargetRef,
 };
 
 use crate::cluster::{Action, PodTemplate};
@@ -21,18 +21,22 @@ pub const WINDOW_SECONDS: u32 = 300;
 pub const HISTORY_STEP_SECONDS: u32 = 300;
 pub const HISTORY_SECONDS: u32 = 24 * 3600;
 
-/// Who proposes a recommendation for a snapshot: the built-in recommender, or (the `ipa-llm` hook) an agent.
+/// Who advises the advisory loop: the built-in recommender, a random or replayed advisor, or a live agent.
 ///
-/// Synchronous on purpose: the simulator is single-threaded per run and deterministic. An `ipa-llm` policy
-/// implements this in a crate that has an HTTP client (blocking, with a timeout), returns the agent's
-/// recommendation, and on any failure returns `ipa_core::recommend(snapshot, policy)` with
-/// `Source::Fallback` — exactly what the controller does. This crate does no IO.
+/// Synchronous on purpose: the simulator is single-threaded per run and deterministic. An advisor that talks to
+/// an agent lives in a crate with an HTTP client (blocking, with a timeout); this crate does no IO.
 pub trait Advisor: Send {
     fn name(&self) -> &str;
-    fn advise(&mut self, snapshot: &MetricsSnapshot, policy: &ResolvedPolicy) -> Recommendation;
+    /// `Ok(None)`: the built-in recommender advises. `Ok(Some(_))`: a proposal from outside the core, held like a
+    /// model's. `Err(reason)`: the advisor failed, and the built-in stands in — exactly as in the controller.
+    fn advise(
+        &mut self,
+        snapshot: &MetricsSnapshot,
+        policy: &ResolvedPolicy,
+    ) -> Result<Option<Recommendation>, String>;
 }
 
-/// The built-in recommender (`ipa_core::recommend`).
+/// The built-in recommender (`ipa_core::recommend`, through `Advice::Builtin`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BuiltinAdvisor;
 
@@ -40,8 +44,12 @@ impl Advisor for BuiltinAdvisor {
     fn name(&self) -> &str {
         "builtin"
     }
-    fn advise(&mut self, snapshot: &MetricsSnapshot, policy: &ResolvedPolicy) -> Recommendation {
-        ipa_core::recommend(snapshot, policy)
+    fn advise(
+        &mut self,
+        _snapshot: &MetricsSnapshot,
+        _policy: &ResolvedPolicy,
+    ) -> Result<Option<Recommendation>, String> {
+        Ok(None)
     }
 }
 
@@ -69,6 +77,7 @@ pub struct Ipa {
     history_cpu: VecDeque<Option<f64>>,
     history_rate: VecDeque<Option<f64>>,
     last_decision: Option<i64>,
+    last_advice: Option<i64>,
     last_oom_at: Option<i64>,
     /// The last decision's notes and rationale, for debugging and the report.
     pub last_recommendation: Option<Recommendation>,
@@ -93,6 +102,7 @@ impl Ipa {
             max_replicas: Some(settings.cluster.max_replicas),
             target_utilization: Some(settings.target_utilization),
             startup_seconds: Some(settings.cluster.model.startup_seconds.ceil() as u32),
+            max_cpu: Some(settings.cluster.max_pod_cpu),
             ..Policy::default()
         }
         .resolve();
@@ -122,6 +132,7 @@ impl Ipa {
             history_cpu: VecDeque::new(),
             history_rate: VecDeque::new(),
             last_decision: None,
+            last_advice: None,
             last_oom_at: None,
             last_recommendation: None,
         }
@@ -223,6 +234,16 @@ impl Ipa {
                 last_seen: self.last_oom_at.unwrap_or(obs.now),
             });
         }
+        if obs.rollout_in_progress {
+            snapshot.rollout = Some(Rollout {
+                smallest_pod_cpu_request: obs
+                    .outcome
+                    .pods
+                    .iter()
+                    .map(|p| p.template.cpu_request)
+                    .min(),
+            });
+        }
         if cpu.is_none() {
             snapshot.missing.push("cpu".to_string());
         }
@@ -282,17 +303,25 @@ impl Autoscaler for Ipa {
 
     fn decide(&mut self, obs: &Observation<'_>) -> Action {
         self.record(obs);
-        let interval = i64::from(self.policy.interval_seconds);
-        if self
-            .last_decision
-            .is_some_and(|last| obs.now - last < interval)
-        {
+        let due = |last: Option<i64>, every: u32| {
+            last.is_none_or(|last| obs.now.saturating_sub(last) >= i64::from(every))
+        };
+        if !due(self.last_decision, self.policy.sync_period_seconds) {
             return Action::default();
         }
         self.last_decision = Some(obs.now);
         let snapshot = self.snapshot(obs);
-        let proposal = self.advisor.advise(&snapshot, &self.policy);
-        let decision = ipa_core::guard(&proposal, &snapshot, &self.policy, &self.state, obs.now);
+        let advised = due(self.last_advice, self.policy.interval_seconds).then(|| {
+            self.last_advice = Some(obs.now);
+            self.advisor.advise(&snapshot, &self.policy)
+        });
+        let advice = match &advised {
+            None => Advice::None,
+            Some(Ok(None)) => Advice::Builtin,
+            Some(Ok(Some(proposal))) => Advice::Proposal(proposal),
+            Some(Err(reason)) => Advice::Failed(reason),
+        };
+        let decision = ipa_core::decide(&snapshot, &self.policy, advice, &self.state, obs.now);
         self.state = decision.state;
         let template = decision
             .containers
@@ -300,11 +329,14 @@ impl Autoscaler for Ipa {
             .find(|c| c.name == CONTAINER)
             .map(|c| apply_container(&obs.template, &c.requests, &c.limits))
             .filter(|t| *t != obs.template);
-        self.last_recommendation = Some(proposal);
+        if let Some(Ok(Some(proposal))) = advised {
+            self.last_recommendation = Some(proposal);
+        }
         Action {
             replicas: (decision.replicas != obs.replicas).then_some(decision.replicas),
             template,
-            in_place: false,
+            // Resized in place where the cluster allows it (the controller's `InPlace` update mode).
+            in_place: true,
         }
     }
 }
@@ -323,6 +355,7 @@ mod tests {
             capacity_rps: 100.0,
             cpu_used_cores: cpu * f64::from(ready),
             cpu_requested_cores: f64::from(ready),
+            cpu_charged_cores: f64::from(ready),
             memory_requested_bytes: 0.0,
             memory_used_bytes: 0.0,
             ready_pods: ready,
