@@ -186,3 +186,235 @@ fn defer_unready_shrink(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Policy;
+    use crate::quantity::{Bytes, CpuMillis, MIB};
+    use crate::snapshot::{ContainerSnapshot, Resources, SeriesStats, TargetRef};
+
+    /// One pod template: 100m CPU request, 200m limit, 64Mi memory (the test bed's app).
+    fn snapshot(
+        replicas: u32,
+        ready: u32,
+        cpu_per_pod: SeriesStats,
+        rate: SeriesStats,
+    ) -> MetricsSnapshot {
+        let mut s = MetricsSnapshot::new(
+            TargetRef {
+                namespace: "bed".into(),
+                deployment: "app".into(),
+            },
+            0,
+            replicas,
+        );
+        s.ready_replicas = Some(ready);
+        s.cpu_per_pod = Some(cpu_per_pod);
+        s.memory_per_pod = Some(SeriesStats::constant(40.0 * MIB as f64, 20));
+        s.request_rate = Some(rate);
+        s.containers.push(ContainerSnapshot {
+            name: "app".into(),
+            requests: Resources {
+                cpu: Some(CpuMillis(100)),
+                memory: Some(Bytes(64 * MIB)),
+            },
+            limits: Resources {
+                cpu: Some(CpuMillis(200)),
+                memory: Some(Bytes(128 * MIB)),
+            },
+            cpu_cores: Some(cpu_per_pod),
+            memory_bytes: Some(SeriesStats::constant(40.0 * MIB as f64, 20)),
+        });
+        s
+    }
+
+    /// Statistics of a series that rose linearly from `from` to `to` over its window, as `rate()` shows a value
+    /// that changed a minute ago.
+    fn ramp(from: f64, to: f64) -> SeriesStats {
+        SeriesStats {
+            current: to,
+            mean: (from + to) / 2.0,
+            p50: (from + to) / 2.0,
+            p90: to,
+            p95: to,
+            max: to,
+            trend_per_min: (to - from) / 5.0,
+            recent_trend_per_min: (to - from) / 5.0,
+            samples: 20,
+        }
+    }
+
+    fn advice_at(t: i64) -> Advice<'static> {
+        if t % 60 == 0 {
+            Advice::Builtin
+        } else {
+            Advice::None
+        }
+    }
+
+    #[test]
+    fn a_pod_replaced_at_flat_load_is_no_reason_to_scale_up() {
+        // The bed's case: 2 req/s on one pod; the pod was replaced, and its CPU climbs out of `rate()`'s window
+        // (0.01 → 0.043 cores) while the request rate stays flat. The old trend term read this as growth.
+        let p = Policy::default().resolve();
+        let mut state = GuardState::default();
+        for (k, cpu) in [0.01, 0.02, 0.03, 0.04, 0.043, 0.043, 0.043, 0.043]
+            .into_iter()
+            .enumerate()
+        {
+            let t = k as i64 * 15;
+            let s = snapshot(1, 1, ramp(cpu / 4.0, cpu), SeriesStats::constant(2.0, 20));
+            let d = decide(&s, &p, advice_at(t), &state, t);
+            assert_eq!(d.replicas, 1, "t={t}: {}", d.rationale);
+            state = d.state;
+        }
+    }
+
+    #[test]
+    fn after_a_step_replicas_settle_within_ten_percent_of_the_need() {
+        // 5 → 40 req/s at 10 ms of CPU each (0.4 cores): 0.4 / (100m × 70 %) = 5.7 → 6 pods are enough. Pods
+        // serve 30 s after they are asked for; `rate()` shows the step as a one-minute ramp.
+        let p = Policy::default().resolve();
+        let (cost, step_at) = (0.01, 120);
+        let rate_seen = |t: i64| {
+            let since = (t - step_at).clamp(0, 60) as f64 / 60.0;
+            5.0 + 35.0 * since
+        };
+        let mut state = GuardState::default();
+        let (mut replicas, mut asked_at) = (1u32, Vec::<(i64, u32)>::new());
+        let mut history = Vec::new();
+        for k in 0..80 {
+            let t = k * 15;
+            let ready = asked_at
+                .iter()
+                .rev()
+                .find(|(at, _)| t - at >= 30)
+                .map_or(1, |(_, r)| *r)
+                .min(replicas);
+            let rate = rate_seen(t);
+            let earlier = rate_seen(t - 30);
+            let per_pod = (rate * cost / f64::from(ready)).min(0.2);
+            let rate_stats = SeriesStats {
+                recent_trend_per_min: (rate - earlier) * 2.0,
+                ..SeriesStats::constant(rate, 20)
+            };
+            let s = snapshot(
+                replicas,
+                ready,
+                SeriesStats::constant(per_pod, 20),
+                rate_stats,
+            );
+            let d = decide(&s, &p, advice_at(t), &state, t);
+            if d.replicas != replicas {
+                asked_at.push((t, d.replicas));
+                replicas = d.replicas;
+            }
+            history.push(replicas);
+            state = d.state;
+        }
+        let settled = &history[history.len() - 20..];
+        assert!(
+            settled.iter().all(|r| (6..=6).contains(r)),
+            "settled at {settled:?} (all: {history:?})"
+        );
+        // The lead meets `rate()`'s one-minute ramp ahead; the window lets the excess go within ~2 minutes.
+        assert!(
+            history.iter().max().is_some_and(|m| *m <= 9),
+            "overshoot: {history:?}"
+        );
+    }
+
+    #[test]
+    fn a_model_can_raise_a_floor_only_a_little_and_never_scale_down() {
+        let p = Policy::default().resolve();
+        // 4 pods at 70 %: the metrics support 4.
+        let s = snapshot(
+            4,
+            4,
+            SeriesStats::constant(0.07, 20),
+            SeriesStats::constant(28.0, 20),
+        );
+        let wild = Recommendation::new(400, Source::Llm);
+        let d = decide(&s, &p, Advice::Proposal(&wild), &GuardState::default(), 0);
+        assert_eq!(d.replicas, 4, "4 × 1.2 = 4.8: no whole pod of headroom");
+        assert!(d.notes.iter().any(|n| n.rule == Rule::Implausible));
+        let s10 = snapshot(
+            10,
+            10,
+            SeriesStats::constant(0.07, 20),
+            SeriesStats::constant(70.0, 20),
+        );
+        let d = decide(&s10, &p, Advice::Proposal(&wild), &GuardState::default(), 0);
+        assert_eq!(d.replicas, 12, "a floor at most 20 % above the evidence");
+        let low = Recommendation::new(1, Source::Llm);
+        let d = decide(&s10, &p, Advice::Proposal(&low), &GuardState::default(), 0);
+        assert_eq!(d.replicas, 10, "an advisor cannot scale down");
+        // The floor holds through the interval, then ends.
+        let d2 = decide(
+            &s10,
+            &p,
+            Advice::None,
+            &decide(&s10, &p, Advice::Proposal(&wild), &GuardState::default(), 0).state,
+            30,
+        );
+        assert_eq!(d2.replicas, 12);
+        let d3 = decide(&s10, &p, Advice::None, &d2.state, 60);
+        assert!(d3.state.floor.is_none());
+    }
+
+    #[test]
+    fn a_claimed_source_buys_no_trust() {
+        let p = Policy::default().resolve();
+        let s = snapshot(
+            10,
+            10,
+            SeriesStats::constant(0.07, 20),
+            SeriesStats::constant(70.0, 20),
+        );
+        let mut claims_builtin = Recommendation::new(400, Source::Builtin);
+        claims_builtin
+            .containers
+            .push(crate::ContainerRecommendation {
+                name: "app".into(),
+                requests: Resources {
+                    cpu: Some(CpuMillis(64_000)),
+                    memory: Some(Bytes(1 << 40)),
+                },
+                limits: Resources {
+                    cpu: Some(CpuMillis(64_000)),
+                    memory: Some(Bytes(1 << 40)),
+                },
+            });
+        let d = decide(
+            &s,
+            &p,
+            Advice::Proposal(&claims_builtin),
+            &GuardState::default(),
+            0,
+        );
+        assert_eq!(d.replicas, 12);
+        assert!(
+            d.containers
+                .iter()
+                .all(|c| c.requests.cpu <= Some(CpuMillis(120)))
+        );
+    }
+
+    #[test]
+    fn a_failed_advisor_leaves_the_fast_rule_and_the_builtin_in_charge() {
+        let p = Policy::default().resolve();
+        let s = snapshot(
+            4,
+            4,
+            SeriesStats::constant(0.14, 20),
+            SeriesStats::constant(56.0, 20),
+        );
+        let failed = decide(&s, &p, Advice::Failed("timeout"), &GuardState::default(), 0);
+        let builtin = decide(&s, &p, Advice::Builtin, &GuardState::default(), 0);
+        assert_eq!(failed.replicas, 8);
+        assert_eq!(failed.replicas, builtin.replicas);
+        assert_eq!(failed.source, Source::Fallback);
+        assert!(failed.rationale.contains("timeout"));
+    }
+}
