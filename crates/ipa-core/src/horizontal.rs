@@ -9,6 +9,7 @@
 //! at flat load).
 
 use crate::policy::ResolvedPolicy;
+use crate::recommender::SATURATION;
 use crate::snapshot::MetricsSnapshot;
 
 /// What the load needs now, in replicas.
@@ -32,17 +33,28 @@ const MAX_LEAD: f64 = 1.0;
 /// Replicas the load needs now, or `None` when CPU usage or the pod's CPU request is unknown (then the fast
 /// loop holds: no data is not zero load).
 pub fn wanted_replicas(snapshot: &MetricsSnapshot, policy: &ResolvedPolicy) -> Option<Wanted> {
-    let cpu = snapshot
-        .cpu_per_pod
-        .filter(|s| s.current.is_finite() && s.current >= 0.0)?;
     let pod_request = snapshot.sizing_pod_cpu_request()?;
     let current = snapshot.replicas;
     let ready = snapshot.ready_replicas.unwrap_or(current).min(current);
-    if current == 0 || ready == 0 {
+    if current == 0 {
+        return None;
+    }
+    let cpu = snapshot
+        .cpu_per_pod
+        .filter(|s| s.current.is_finite() && s.current >= 0.0 && ready > 0);
+    let (cores, how) = match cpu {
+        Some(cpu) => demand_cores(snapshot, cpu.current, ready),
+        // No pod reports usage (all starting, or crash-looping under the load): only the request rate can
+        // say what the load wants, and only upward. Holding would leave one OOM-killed pod taking it all.
+        None => (from_rate(snapshot)?, Demand::RateOnly),
+    };
+    if how == Demand::RateOnly
+        && cores / (pod_request.as_cores() * policy.target_utilization) <= f64::from(current)
+    {
         return None;
     }
     let per_pod = pod_request.as_cores() * policy.target_utilization;
-    let used = cpu.current * f64::from(ready) / per_pod;
+    let used = cores / per_pod;
     let lead = lead(snapshot, policy);
     let exact = used * (1.0 + lead);
     let (current_f, ready_f) = (f64::from(current), f64::from(ready));
@@ -62,8 +74,13 @@ pub fn wanted_replicas(snapshot: &MetricsSnapshot, policy: &ResolvedPolicy) -> O
         to_replicas(basis)
     };
     let why = format!(
-        "{:.3} cores used on {ready} ready pods{} = {exact:.2} pods of {pod_request} at {:.0}%: {}",
-        cpu.current * ready_f,
+        "{:.3} cores {} on {ready} ready pods{} = {exact:.2} pods of {pod_request} at {:.0}%: {}",
+        cores,
+        match how {
+            Demand::Used => "used",
+            Demand::Saturated => "wanted (pods at their CPU limit: from the request rate)",
+            Demand::RateOnly => "wanted (no pod reports usage: from the request rate)",
+        },
         if lead > 0.0 {
             format!(", +{:.0}% for the demand's ramp", lead * 100.0)
         } else {
@@ -88,6 +105,61 @@ pub fn wanted_replicas(snapshot: &MetricsSnapshot, policy: &ResolvedPolicy) -> O
     })
 }
 
+/// The CPU the load wants now, in cores, and whether the pods are saturated. Pods at their CPU limit use what
+/// they may, not what the load wants: then the request rate times the cores a request took over the history
+/// (the pods' usage no longer shows the demand; the rate does). HPA sees at most limit ÷ request of the target
+/// per step; a burst of 5× takes it several periods.
+fn demand_cores(snapshot: &MetricsSnapshot, cpu_per_pod: f64, ready: u32) -> (f64, Demand) {
+    let used = cpu_per_pod * f64::from(ready);
+    let saturated = snapshot
+        .pod_cpu_limit()
+        .is_some_and(|l| l.0 > 0 && cpu_per_pod >= SATURATION * l.as_cores());
+    match from_rate(snapshot).filter(|_| saturated) {
+        Some(w) if w > used => (w, Demand::Saturated),
+        _ => (used, Demand::Used),
+    }
+}
+
+/// Where the demand in cores came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Demand {
+    Used,
+    Saturated,
+    RateOnly,
+}
+
+/// The request rate now times the cores a request took over the history.
+fn from_rate(snapshot: &MetricsSnapshot) -> Option<f64> {
+    let rate = snapshot
+        .request_rate
+        .map(|r| r.current)
+        .filter(|r| r.is_finite() && *r > 0.0)?;
+    Some(rate * cores_per_request(snapshot)?)
+}
+
+/// CPU cores per request/s over the demand history: Σ cores ÷ Σ requests/s over the steps that have both.
+/// `None` with fewer than [`MIN_COST_SAMPLES`] such steps.
+pub fn cores_per_request(snapshot: &MetricsSnapshot) -> Option<f64> {
+    let history = snapshot.history.as_ref()?;
+    let (mut cores, mut rate, mut n) = (0.0, 0.0, 0usize);
+    for (c, r) in history.cpu_cores.iter().zip(&history.request_rate) {
+        if let (Some(c), Some(r)) = (c, r)
+            && c.is_finite()
+            && r.is_finite()
+            && *r > 0.0
+            && *c >= 0.0
+        {
+            cores += c;
+            rate += r;
+            n += 1;
+        }
+    }
+    (n >= MIN_COST_SAMPLES && rate > 0.0).then(|| cores / rate)
+}
+
+/// History steps needed before the cost of a request is trusted (an hour of 5-minute steps).
+const MIN_COST_SAMPLES: usize = 12;
+
 /// The demand's expected growth over one reaction time (pod start-up + one sync period), as a fraction of the
 /// demand now, from the request rate's recent slope. Only a rise counts: the way down is the stabilization
 /// window's business.
@@ -98,9 +170,6 @@ pub fn lead(snapshot: &MetricsSnapshot, policy: &ResolvedPolicy) -> f64 {
     else {
         return 0.0;
     };
-    if std::env::var_os("X_NOLEAD").is_some() {
-        return 0.0;
-    }
     let slope = rate.recent_trend_per_min;
     if !slope.is_finite() || slope <= 0.0 {
         return 0.0;

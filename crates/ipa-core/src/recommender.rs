@@ -152,11 +152,13 @@ fn long_history_peak(snapshot: &MetricsSnapshot) -> Option<f64> {
     if covered < MIN_HISTORY_FOR_SHRINK_SECONDS {
         return None;
     }
-    history
+    let mut values = history
         .cpu_cores
         .iter()
         .map(|v| v.filter(|x| x.is_finite()))
-        .try_fold(0.0f64, |m, v| v.map(|v| m.max(v)))
+        .collect::<Option<Vec<f64>>>()?;
+    values.sort_by(f64::total_cmp);
+    values.last().copied()
 }
 
 /// History needed before pods are shrunk: a whole day (less one 5-minute step), so an on/off or daily workload

@@ -210,6 +210,15 @@ impl MetricsSnapshot {
             .map(CpuMillis)
     }
 
+    /// Sum of the CPU limits of the containers of one pod, when every container has one.
+    pub fn pod_cpu_limit(&self) -> Option<CpuMillis> {
+        self.containers
+            .iter()
+            .map(|c| c.limits.cpu.map(|v| v.0))
+            .sum::<Option<u64>>()
+            .map(CpuMillis)
+    }
+
     /// The per-pod CPU request replicas are sized by: the template's, or during a rollout the smaller of it and
     /// the smallest running pod's (sizing by the bigger pod would under-provision while smaller pods serve).
     pub fn sizing_pod_cpu_request(&self) -> Option<CpuMillis> {

@@ -103,14 +103,6 @@ impl Ipa {
             target_utilization: Some(settings.target_utilization),
             startup_seconds: Some(settings.cluster.model.startup_seconds.ceil() as u32),
             max_cpu: Some(settings.cluster.max_pod_cpu),
-            vertical: std::env::var_os("X_NOVERT").map(|_| false),
-            scale_down: std::env::var("X_DOWN")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .map(|w| ipa_core::ScalingRules {
-                    stabilization_window_seconds: Some(w),
-                    ..Default::default()
-                }),
             ..Policy::default()
         }
         .resolve();
