@@ -406,6 +406,7 @@ spec:
             floor: Some(ipa_core::Floor {
                 replicas: 3,
                 until: 60,
+                for_shrink: false,
             }),
         };
         let status = GuardStateStatus::from(&state);

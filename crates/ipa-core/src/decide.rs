@@ -11,7 +11,9 @@
 //!
 //! Then one guard layer applies the policy's bounds, stabilization windows, step limits and resource rules.
 
-use crate::guardrails::{ADVICE_HEADROOM, Decision, Floor, GuardState, guard, plausible_resources};
+use crate::guardrails::{
+    ADVICE_HEADROOM, Decision, Floor, GuardState, guard_with_need, plausible_resources,
+};
 use crate::horizontal::{to_replicas, wanted_replicas};
 use crate::policy::ResolvedPolicy;
 use crate::recommendation::{GuardrailNote, Recommendation, Rule, Source};
@@ -60,11 +62,13 @@ pub fn decide(
         state.floor = Some(Floor {
             replicas: advised.replicas,
             until: now.saturating_add(i64::from(policy.interval_seconds)),
+            for_shrink: false,
         });
     }
     defer_unready_shrink(&mut proposal, snapshot, policy, &mut state, now, &mut notes);
     proposal.rationale = why.join("; ");
-    let mut decision = guard(&proposal, snapshot, policy, &state, now);
+    let need = wanted.as_ref().map(|w| w.exact);
+    let mut decision = guard_with_need(&proposal, snapshot, policy, &state, now, need);
     notes.append(&mut decision.notes);
     decision.notes = notes;
     decision
@@ -183,6 +187,7 @@ fn defer_unready_shrink(
         state.floor = Some(Floor {
             replicas: needed,
             until: now.saturating_add(i64::from(until)),
+            for_shrink: true,
         });
     }
 }

@@ -39,6 +39,9 @@ pub struct GuardState {
 pub struct Floor {
     pub replicas: u32,
     pub until: i64,
+    /// Set by a pod shrink waiting for the replicas the smaller pods need (not an advisor's: not capped).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub for_shrink: bool,
 }
 
 /// The guarded decision: what to apply now, why, and what the guard remembers for next time.
@@ -66,9 +69,8 @@ impl Decision {
     }
 }
 
-/// Applies the guard layer to a proposal whose replicas are the fast rule's (raised by any advisor floor) and
-/// whose containers are already held near the evidence: bounds, stabilization windows, missing inputs, rollouts,
-/// step limits, node capacity, and the resource rules. `decide` is the only caller.
+/// [`guard_with_need`] without a load need (the guard layer's own tests).
+#[cfg(test)]
 pub(crate) fn guard(
     proposal: &Recommendation,
     snapshot: &MetricsSnapshot,
@@ -76,11 +78,26 @@ pub(crate) fn guard(
     state: &GuardState,
     now: i64,
 ) -> Decision {
+    guard_with_need(proposal, snapshot, policy, state, now, None)
+}
+
+/// Applies the guard layer to a proposal whose replicas are the fast rule's and whose containers are already held
+/// near the evidence: bounds, stabilization windows, the advisor's floor, missing inputs, rollouts, step limits,
+/// node capacity, and the resource rules. `need` is what the load needs now in replicas' worth (unrounded, before
+/// the tolerance holds the count): an advisor's floor is capped by it. `decide` is the only caller.
+pub(crate) fn guard_with_need(
+    proposal: &Recommendation,
+    snapshot: &MetricsSnapshot,
+    policy: &ResolvedPolicy,
+    state: &GuardState,
+    now: i64,
+    need: Option<f64>,
+) -> Decision {
     let mut notes = Vec::new();
     let mut state = state.clone();
     let containers = guard_resources(proposal, snapshot, policy, &state, now, &mut notes);
     let replicas = guard_replicas(
-        proposal.replicas,
+        (proposal.replicas, need),
         snapshot,
         policy,
         &mut state,
@@ -289,7 +306,7 @@ fn hold_resource<T: Copy + std::fmt::Display>(
 
 #[allow(clippy::too_many_arguments)]
 fn guard_replicas(
-    proposed: u32,
+    (proposed, need): (u32, Option<f64>),
     snapshot: &MetricsSnapshot,
     policy: &ResolvedPolicy,
     state: &mut GuardState,
@@ -329,7 +346,8 @@ fn guard_replicas(
         }
     }
 
-    desired = apply_floor(desired, state, now, notes).min(policy.max_replicas);
+    let need = need.unwrap_or(f64::from(desired));
+    desired = apply_floor(desired, need, state, now, notes).min(policy.max_replicas);
 
     if desired < current && snapshot.has_missing_inputs() && current <= policy.max_replicas {
         notes.push(GuardrailNote::new(
@@ -389,11 +407,26 @@ fn guard_replicas(
 /// which remember the fast rule's counts only: a floor ends with its interval instead of lingering in a window.
 pub(crate) fn apply_floor(
     replicas: u32,
+    need: f64,
     state: &GuardState,
     now: i64,
     notes: &mut Vec<GuardrailNote>,
 ) -> u32 {
-    match state.floor {
+    // An advisor's floor never exceeds what the load needs now (before the tolerance holds the count) by more
+    // than the advice headroom, so a pre-scale the load has since left behind costs no more than that.
+    let cap = |f: Floor| {
+        if f.for_shrink {
+            f.replicas
+        } else {
+            let headroom = (need * (1.0 + ADVICE_HEADROOM)).floor();
+            f.replicas
+                .min(replicas.max(headroom.clamp(0.0, f64::from(u32::MAX)) as u32))
+        }
+    };
+    match state.floor.map(|f| Floor {
+        replicas: cap(f),
+        ..f
+    }) {
         Some(floor) if floor.until > now && floor.replicas > replicas => {
             notes.push(GuardrailNote::new(
                 Rule::AdvisorFloor,

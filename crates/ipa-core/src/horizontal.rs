@@ -179,7 +179,12 @@ pub fn lead(snapshot: &MetricsSnapshot, policy: &ResolvedPolicy) -> f64 {
             .startup_seconds
             .saturating_add(policy.sync_period_seconds),
     ) / 60.0;
-    (slope * reaction_minutes / rate.current).clamp(0.0, MAX_LEAD)
+    let lead = (slope * reaction_minutes / rate.current).clamp(0.0, MAX_LEAD);
+    // A rise the tolerance would absorb is no ramp: acting on it only buys pods early.
+    if lead <= policy.tolerance {
+        return 0.0;
+    }
+    lead
 }
 
 /// Replicas for an unrounded count: the next whole pod, ignoring float dust (3.0000000001 is 3).

@@ -145,7 +145,12 @@ fn right_size_cpu(
     })
 }
 
-/// Highest total CPU demand in the history, when it covers at least a day without gaps.
+/// The day's peak a pod is sized by: the top 1 % of a day's 5-minute means (its busiest quarter of an hour) is
+/// left to replicas and to growth at `maxReplicas`, so one burst does not keep pods big for a day.
+pub const SIZING_PEAK_QUANTILE: f64 = 0.99;
+
+/// The day's peak total CPU demand ([`SIZING_PEAK_QUANTILE`] of the history), when the history covers at least
+/// a day without gaps.
 fn long_history_peak(snapshot: &MetricsSnapshot) -> Option<f64> {
     let history = snapshot.history.as_ref()?;
     let covered = history.cpu_cores.len() as u64 * u64::from(history.step_seconds);
@@ -158,7 +163,7 @@ fn long_history_peak(snapshot: &MetricsSnapshot) -> Option<f64> {
         .map(|v| v.filter(|x| x.is_finite()))
         .collect::<Option<Vec<f64>>>()?;
     values.sort_by(f64::total_cmp);
-    values.last().copied()
+    crate::stats::percentile_sorted(&values, SIZING_PEAK_QUANTILE)
 }
 
 /// History needed before pods are shrunk: a whole day (less one 5-minute step), so an on/off or daily workload
