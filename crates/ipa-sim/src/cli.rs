@@ -13,6 +13,7 @@ use crate::policy::{Advisor, Ipa, PolicyKind, SimSettings};
 use crate::report::{self, ReportError};
 use crate::run::{RunResult, run, run_policy};
 use crate::score::Score;
+use crate::targets::{Ratios, Summary, ratios, render, summary};
 use crate::trace::{self, Mapping, Pattern, Provenance, TraceError, TraceOptions, Workload};
 
 /// Output format of the score tables.
@@ -111,6 +112,10 @@ pub struct BenchArgs {
     /// `replay:FILE` (recommendations from an agent's decision log or dataset, JSON lines, in order).
     #[arg(long)]
     pub advisor: Option<AdvisorChoice>,
+    /// Whether the simulated cluster resizes pods in place (`pods/resize`, Kubernetes ≥ 1.33); `false` turns
+    /// every resize into a rolling update, as on older clusters.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub in_place_resize: bool,
     #[command(flatten)]
     pub workload: WorkloadArgs,
 }
@@ -269,7 +274,8 @@ pub fn bench(args: &BenchArgs) -> Result<(), CliError> {
     if paths.is_empty() {
         return Err(CliError::NoTraces("the trace list is empty".to_string()));
     }
-    let settings = SimSettings::default();
+    let mut settings = SimSettings::default();
+    settings.cluster.in_place_resize = args.in_place_resize;
     let model = settings.cluster.model;
     let options = args.workload.options();
     let workloads: Vec<Workload> = paths
@@ -364,58 +370,6 @@ pub fn default_traces_dir() -> Option<PathBuf> {
     dir.is_dir().then_some(dir)
 }
 
-/// The per-trace comparison the targets are stated in.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Ratios {
-    pub trace: String,
-    /// ipa cpu_core_hours / oracle cpu_core_hours (target ≤ 1.15).
-    pub ipa_over_oracle_cost: Option<f64>,
-    /// ipa slo_violation_minutes / hpa slo_violation_minutes (target ≤ 0.5; None when hpa has none).
-    pub ipa_over_hpa_slo: Option<f64>,
-    pub ipa_restarts: Option<u64>,
-    pub vpa_restarts: Option<u64>,
-    pub cost_target_met: Option<bool>,
-    pub slo_target_met: Option<bool>,
-    pub restarts_target_met: Option<bool>,
-}
-
-/// Computes the ratios for every trace that has the rows they need.
-pub fn ratios(scores: &[Score]) -> Vec<Ratios> {
-    let mut traces: Vec<&str> = Vec::new();
-    for s in scores {
-        if !traces.contains(&s.trace.as_str()) {
-            traces.push(&s.trace);
-        }
-    }
-    traces
-        .into_iter()
-        .map(|trace| {
-            let find = |p: &str| scores.iter().find(|s| s.trace == trace && s.policy == p);
-            let (ipa, hpa, vpa, oracle) = (find("ipa"), find("hpa"), find("vpa"), find("oracle"));
-            let cost = ipa
-                .zip(oracle)
-                .filter(|(_, o)| o.cpu_core_hours > 0.0)
-                .map(|(i, o)| i.cpu_core_hours / o.cpu_core_hours);
-            let slo = ipa
-                .zip(hpa)
-                .filter(|(_, h)| h.slo_violation_minutes > 0)
-                .map(|(i, h)| i.slo_violation_minutes as f64 / h.slo_violation_minutes as f64);
-            Ratios {
-                trace: trace.to_string(),
-                ipa_over_oracle_cost: cost,
-                ipa_over_hpa_slo: slo,
-                ipa_restarts: ipa.map(|s| s.restarts),
-                vpa_restarts: vpa.map(|s| s.restarts),
-                cost_target_met: cost.map(|c| c <= 1.15),
-                slo_target_met: ipa.zip(hpa).map(|(i, h)| {
-                    i.slo_violation_minutes as f64 <= 0.5 * h.slo_violation_minutes as f64
-                }),
-                restarts_target_met: ipa.zip(vpa).map(|(i, v)| i.restarts < v.restarts),
-            }
-        })
-        .collect()
-}
-
 #[derive(Serialize)]
 struct JsonOutput<'a> {
     settings: &'a SimSettings,
@@ -423,6 +377,7 @@ struct JsonOutput<'a> {
     workloads: Vec<JsonWorkload<'a>>,
     rows: &'a [Score],
     ratios: Vec<Ratios>,
+    summary: Summary,
 }
 
 #[derive(Serialize)]
@@ -449,6 +404,7 @@ fn print_scores(
                     .map(|(trace, provenance)| JsonWorkload { trace, provenance })
                     .collect(),
                 rows: scores,
+                summary: summary(&ratios),
                 ratios,
             };
             println!("{}", serde_json::to_string_pretty(&out)?);
@@ -456,18 +412,6 @@ fn print_scores(
         Format::Table => print!("{}", render_table(workloads, scores, &ratios)),
     }
     Ok(())
-}
-
-fn fmt_ratio(v: Option<f64>) -> String {
-    v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.2}"))
-}
-
-fn fmt_met(v: Option<bool>) -> &'static str {
-    match v {
-        Some(true) => "yes",
-        Some(false) => "NO",
-        None => "n/a",
-    }
 }
 
 /// The plain-text tables `ipa bench` prints.
@@ -537,37 +481,7 @@ pub fn render_table(
         let _ = writeln!(out, "{}", line(&cells));
     }
     let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "targets: ipa cpu_core_hours <= 1.15 x oracle; ipa slo_violation_minutes <= 0.5 x hpa; ipa restarts < vpa"
-    );
-    let tw = ratios
-        .iter()
-        .map(|r| r.trace.len())
-        .max()
-        .unwrap_or(5)
-        .max(5);
-    let _ = writeln!(
-        out,
-        "{:<tw$}  {:>10}  {:>4}  {:>9}  {:>4}  {:>12}  {:>12}  {:>4}",
-        "trace", "ipa/oracle", "met", "ipa/hpa", "met", "ipa restarts", "vpa restarts", "met"
-    );
-    for r in ratios {
-        let _ = writeln!(
-            out,
-            "{:<tw$}  {:>10}  {:>4}  {:>9}  {:>4}  {:>12}  {:>12}  {:>4}",
-            r.trace,
-            fmt_ratio(r.ipa_over_oracle_cost),
-            fmt_met(r.cost_target_met),
-            fmt_ratio(r.ipa_over_hpa_slo),
-            fmt_met(r.slo_target_met),
-            r.ipa_restarts
-                .map_or_else(|| "n/a".to_string(), |v| v.to_string()),
-            r.vpa_restarts
-                .map_or_else(|| "n/a".to_string(), |v| v.to_string()),
-            fmt_met(r.restarts_target_met),
-        );
-    }
+    let _ = writeln!(out, "{}", render(ratios));
     out
 }
 
@@ -635,23 +549,6 @@ mod tests {
     fn errors_can_cross_threads_for_anyhow() {
         fn assert_send_sync<T: Send + Sync + 'static + std::error::Error>() {}
         assert_send_sync::<CliError>();
-    }
-
-    #[test]
-    fn ratios_and_targets() {
-        let scores = [
-            score("a", "ipa", 11.0, 2, 1),
-            score("a", "hpa", 20.0, 10, 0),
-            score("a", "vpa", 15.0, 0, 4),
-            score("a", "oracle", 10.0, 0, 0),
-        ];
-        let r = ratios(&scores);
-        assert_eq!(r.len(), 1);
-        assert_eq!(r[0].ipa_over_oracle_cost, Some(1.1));
-        assert_eq!(r[0].ipa_over_hpa_slo, Some(0.2));
-        assert_eq!(r[0].cost_target_met, Some(true));
-        assert_eq!(r[0].slo_target_met, Some(true));
-        assert_eq!(r[0].restarts_target_met, Some(true));
     }
 
     #[test]

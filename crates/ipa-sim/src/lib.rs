@@ -14,4 +14,5 @@ pub mod policy;
 pub mod report;
 pub mod run;
 pub mod score;
+pub mod targets;
 pub mod trace;
