@@ -17,7 +17,7 @@ use crate::guardrails::{
 use crate::horizontal::{to_replicas, wanted_replicas};
 use crate::policy::ResolvedPolicy;
 use crate::recommendation::{GuardrailNote, Recommendation, Rule, Source};
-use crate::recommender::recommend;
+use crate::recommender::{recommend, vertical_memory_only};
 use crate::snapshot::MetricsSnapshot;
 
 /// What the advisory side brings to a decision.
@@ -55,6 +55,10 @@ pub fn decide(
             "{} replicas held: CPU usage or the pod's CPU request is unknown",
             snapshot.replicas
         )),
+    }
+    if matches!(advice, Advice::None) && new_oom_kill(snapshot, &state) {
+        // Safety does not wait for the advisory interval: one memory bump per new OOM kill, in the fast loop.
+        proposal.containers = vertical_memory_only(snapshot, policy, &mut why);
     }
     if let Some(advised) = advise(snapshot, policy, advice, &mut notes, &mut why) {
         proposal.source = advised.source;
@@ -120,6 +124,18 @@ fn advise(
         .replicas
         .clamp(policy.min_replicas, policy.max_replicas);
     Some(advised)
+}
+
+/// An OOM kill newer than the last resize (which, if it came after the kill, already bumped memory).
+fn new_oom_kill(snapshot: &MetricsSnapshot, state: &GuardState) -> bool {
+    snapshot.oom_kills > 0
+        && snapshot
+            .events
+            .iter()
+            .filter(|e| e.reason.starts_with("OOM"))
+            .map(|e| e.last_seen)
+            .max()
+            .is_some_and(|seen| state.last_resize_at.is_none_or(|r| seen > r))
 }
 
 /// An advisor's replicas as a floor: at most [`ADVICE_HEADROOM`] above the evidence (never below it is asked:

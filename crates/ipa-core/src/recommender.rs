@@ -229,8 +229,9 @@ fn vertical(
         .collect()
 }
 
-/// Memory only (CPU untouched): used when CPU usage is missing, so an OOM still gets its bump.
-fn vertical_memory_only(
+/// Memory only (CPU untouched): used when CPU usage is missing, and by the fast loop after an OOM kill, so an
+/// OOM gets its bump without waiting for the advisory interval.
+pub fn vertical_memory_only(
     snapshot: &MetricsSnapshot,
     policy: &ResolvedPolicy,
     why: &mut Vec<String>,
