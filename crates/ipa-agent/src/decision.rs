@@ -214,31 +214,58 @@ fn append_line(path: &Path, file: &Mutex<File>, line: &str) {
     }
 }
 
+/// One line of untrusted text (a name, a model's reply, an error): backslash, newline, carriage return, tab and
+/// every other control character escaped, so it cannot start a forged `===` entry or rewrite a terminal line.
+pub fn escape_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') => {
+                out.push_str(&format!("\\u{{{:x}}}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Multi-line text the agent wrote itself (the prompt): newlines kept, every other control character escaped.
+fn escape_block(text: &str) -> String {
+    text.split('\n')
+        .map(escape_line)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn llm_log_entry(r: &DecisionRecord) -> String {
     let rec = &r.recommendation;
     let mut s = format!(
         "=== {} {} route={:?} provider={} source={} model={} latency_ms={} tokens={}+{}\n--- prompt\n{}\n\n{}\n",
         format_rfc3339(r.at_ms),
-        r.target,
+        escape_line(&r.target.to_string()),
         r.route,
-        r.provider,
+        escape_line(&r.provider),
         rec.source.as_str(),
-        rec.model.as_deref().unwrap_or("-"),
+        escape_line(rec.model.as_deref().unwrap_or("-")),
         rec.latency_ms.unwrap_or(0),
         rec.prompt_tokens.unwrap_or(0),
         rec.completion_tokens.unwrap_or(0),
-        r.prompt_system,
-        r.prompt_user,
+        escape_block(&r.prompt_system),
+        escape_block(&r.prompt_user),
     );
     for (i, a) in r.attempts.iter().enumerate() {
         s.push_str(&format!(
             "--- reply {} ({} ms)\n{}\n",
             i + 1,
             a.latency_ms,
-            a.reply.as_deref().unwrap_or("(none)")
+            escape_line(a.reply.as_deref().unwrap_or("(none)"))
         ));
         if let Some(e) = &a.error {
-            s.push_str(&format!("--- rejected: {e}\n"));
+            s.push_str(&format!("--- rejected: {}\n", escape_line(&e.to_string())));
         }
     }
     s.push_str(&format!(
@@ -342,6 +369,34 @@ mod tests {
         );
         assert!(std::fs::read_to_string(&llm)?.contains("=== 1970-01-01T00:00:00.000Z ns/a"));
         std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    #[test]
+    fn llm_log_cannot_be_forged_by_a_name_or_a_reply() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = std::env::temp_dir().join(format!("ipa-agent-forge-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let llm = dir.join("llm.log");
+        let _ = std::fs::remove_file(&llm);
+        let log = DecisionLog::new(10, Some(&llm), None)?;
+        let mut r = record(&log, "a\n=== 2030-01-01T00:00:00.000Z forged/entry");
+        r.attempts.push(Attempt {
+            reply: Some(
+                "{\"replicas\":2}\n=== 2030-01-01T00:00:00.000Z ns/x route=V1\r\u{1b}[2K".into(),
+            ),
+            error: Some("bad\nreply".into()),
+            latency_ms: 1,
+            prompt_tokens: None,
+            completion_tokens: None,
+        });
+        log.record(r);
+        let text = std::fs::read_to_string(&llm)?;
+        let entries = text.lines().filter(|l| l.starts_with("=== ")).count();
+        assert_eq!(entries, 1, "{text}");
+        assert!(!text.contains('\r') && !text.contains('\u{1b}'), "{text}");
+        assert!(text.contains("{\"replicas\":2}\\n=== 2030"), "{text}");
+        std::fs::remove_dir_all(&dir)?;
+        assert_eq!(escape_line("a\\b\tc"), "a\\\\b\\tc");
         Ok(())
     }
 
