@@ -86,11 +86,58 @@ impl DecisionRecord {
     }
 }
 
+/// Bytes the ring may hold, whatever `--history` says: records are dropped oldest first beyond it.
+pub const MAX_RING_BYTES: usize = 32 * 1024 * 1024;
+
+impl DecisionRecord {
+    /// The record's text, roughly what it takes in memory (strings dominate).
+    pub fn approx_bytes(&self) -> usize {
+        let attempts: usize = self
+            .attempts
+            .iter()
+            .map(|a| {
+                a.reply.as_ref().map_or(0, String::len)
+                    + a.error.as_ref().map_or(0, String::len)
+                    + 64
+            })
+            .sum();
+        let rec = &self.recommendation;
+        512 + self.target.namespace.len()
+            + self.target.deployment.len()
+            + self.provider.len()
+            + self.snapshot_summary.len()
+            + self.prompt_system.len()
+            + self.prompt_user.len()
+            + self.fallback_reason.as_ref().map_or(0, String::len)
+            + attempts
+            + rec.rationale.len()
+            + rec.model.as_ref().map_or(0, String::len)
+            + rec
+                .containers
+                .iter()
+                .map(|c| c.name.len() + 64)
+                .sum::<usize>()
+            + rec
+                .notes
+                .iter()
+                .map(|n| n.message.len() + 32)
+                .sum::<usize>()
+    }
+}
+
+/// The ring and the bytes its records hold.
+#[derive(Debug, Default)]
+struct Ring {
+    records: VecDeque<Arc<DecisionRecord>>,
+    bytes: usize,
+}
+
 /// The log. Cheap to share (`Arc`).
 #[derive(Debug)]
 pub struct DecisionLog {
-    ring: Mutex<VecDeque<Arc<DecisionRecord>>>,
+    ring: Mutex<Ring>,
     capacity: usize,
+    max_bytes: usize,
     next_id: AtomicU64,
     events: broadcast::Sender<Arc<DecisionRecord>>,
     llm_log: Option<(PathBuf, Mutex<File>)>,
@@ -116,8 +163,12 @@ impl DecisionLog {
     ) -> Result<Self, Error> {
         let (events, _) = broadcast::channel(256);
         Ok(Self {
-            ring: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
+            ring: Mutex::new(Ring {
+                records: VecDeque::with_capacity(capacity.min(4096)),
+                bytes: 0,
+            }),
             capacity: capacity.max(1),
+            max_bytes: MAX_RING_BYTES,
             next_id: AtomicU64::new(1),
             events,
             llm_log: llm_log
@@ -161,10 +212,18 @@ impl DecisionLog {
             append_line(path, file, &format!("{line}\n"));
         }
         if let Ok(mut ring) = self.ring.lock() {
-            if ring.len() == self.capacity {
-                ring.pop_front();
+            let size = record.approx_bytes();
+            ring.bytes += size;
+            ring.records.push_back(Arc::clone(&record));
+            // Bounded by count and by bytes; the newest record always stays.
+            while ring.records.len() > self.capacity
+                || (ring.bytes > self.max_bytes && ring.records.len() > 1)
+            {
+                match ring.records.pop_front() {
+                    Some(old) => ring.bytes = ring.bytes.saturating_sub(old.approx_bytes()),
+                    None => break,
+                }
             }
-            ring.push_back(Arc::clone(&record));
         }
         // No subscribers is fine.
         let _ = self.events.send(Arc::clone(&record));
@@ -181,6 +240,7 @@ impl DecisionLog {
         let Ok(ring) = self.ring.lock() else {
             return (0, Vec::new());
         };
+        let ring = &ring.records;
         let matching = |r: &&Arc<DecisionRecord>| target.is_none_or(|t| r.target.to_string() == t);
         let total = ring.iter().filter(matching).count();
         let items = ring
@@ -198,7 +258,7 @@ impl DecisionLog {
     pub fn all(&self) -> Vec<Arc<DecisionRecord>> {
         self.ring
             .lock()
-            .map(|r| r.iter().cloned().collect())
+            .map(|r| r.records.iter().cloned().collect())
             .unwrap_or_default()
     }
 }
@@ -341,6 +401,27 @@ mod tests {
         assert_eq!(page.iter().map(|r| r.id).collect::<Vec<_>>(), vec![5, 4, 3]);
         let (total, page) = log.page(1, 1, Some("ns/a"));
         assert_eq!((total, page.len(), page[0].id), (2, 1, 3));
+        Ok(())
+    }
+
+    #[test]
+    fn ring_is_bounded_by_bytes_too() -> Result<(), Error> {
+        let mut log = DecisionLog::new(1000, None, None)?;
+        log.max_bytes = 64 * 1024;
+        for _ in 0..100 {
+            let mut r = record(&log, "a");
+            r.prompt_user = "x".repeat(10_000);
+            log.record(r);
+        }
+        let records = log.all();
+        let bytes: usize = records.iter().map(|r| r.approx_bytes()).sum();
+        assert!(bytes <= 64 * 1024, "{bytes}");
+        assert!(
+            records.len() >= 5 && records.len() < 10,
+            "{}",
+            records.len()
+        );
+        assert_eq!(records.last().map(|r| r.id), Some(100));
         Ok(())
     }
 

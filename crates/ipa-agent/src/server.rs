@@ -294,9 +294,20 @@ async fn dashboard_page(State(state): State<AppState>) -> Html<String> {
     ))
 }
 
-async fn events(
-    State(state): State<AppState>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+/// Live `/events` listeners at most; more get 503 (each listener costs a rendering per decision).
+pub const MAX_SSE_SUBSCRIBERS: usize = 32;
+
+async fn events(State(state): State<AppState>) -> Response {
+    if state.log.subscribers() >= MAX_SSE_SUBSCRIBERS {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many live dashboards; try again later",
+        );
+    }
+    events_stream(state).into_response()
+}
+
+fn events_stream(state: AppState) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let receiver = state.log.subscribe();
     let stream = futures::stream::unfold((receiver, state), |(mut receiver, state)| async move {
         loop {

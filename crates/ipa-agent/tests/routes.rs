@@ -378,3 +378,20 @@ async fn events_stream_carries_new_decisions() -> TestResult {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn live_subscribers_are_capped() -> TestResult {
+    let app = app(Config::builtin())?;
+    let mut open = Vec::new();
+    for _ in 0..ipa_agent::server::MAX_SSE_SUBSCRIBERS {
+        let response = app.clone().oneshot(get("/events")?).await?;
+        assert_eq!(response.status(), StatusCode::OK);
+        open.push(response);
+    }
+    let (status, _) = send(&app, get("/events")?).await?;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    open.pop();
+    let response = app.clone().oneshot(get("/events")?).await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    Ok(())
+}
