@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod conn;
 pub mod dashboard;
 pub mod decision;
 pub mod engine;
@@ -74,6 +75,27 @@ pub struct AgentArgs {
     /// dashboard (targets, prompts, replies) and ask for decisions. Only for a network you control.
     #[arg(long, env = "IPA_AGENT_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
+    /// Open connections at most; more wait in the accept queue.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Close a connection that moves no byte for this long (partial headers, stalled bodies, idle keep-alive), in
+    /// seconds. Default: 60, or twice `--timeout` plus 10 when that is longer (a request waiting for the LLM moves
+    /// no byte either).
+    #[arg(long)]
+    pub idle_timeout: Option<f64>,
+}
+
+impl AgentArgs {
+    /// The idle timeout to use (see `--idle-timeout`).
+    pub fn idle_timeout(&self) -> Duration {
+        let default = (2.0 * self.timeout + 10.0).max(60.0);
+        let secs = self
+            .idle_timeout
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .unwrap_or(default)
+            .min(7200.0);
+        Duration::from_secs_f64(secs)
+    }
 }
 
 /// Whether the agent may listen on `addr`: without a token only on loopback, unless `insecure_no_auth`. `Ok(true)`
@@ -282,6 +304,7 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
         })?;
     let addr = listener.local_addr().map_err(Error::Serve)?;
     tracing::info!(%addr, provider = state.engine.provider_name(), model = state.engine.model_name(), "ipa agent listening");
+    let listener = conn::LimitedListener::new(listener, args.max_connections, args.idle_timeout());
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await

@@ -264,6 +264,9 @@ pub async fn run_until(
     let http = reqwest::Client::builder()
         .user_agent(concat!("ipa-controller/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(5))
+        // Drop idle keep-alive connections before the agent does (its idle timeout is at least 60 s), so a request
+        // never races the server's close.
+        .pool_idle_timeout(Duration::from_secs(30))
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(Error::Http)?;
