@@ -1404,7 +1404,7 @@ fn ipa_status(
             false,
             tenancy::REFUSED_REASON,
             format!(
-                "not read or changed, outside namespace {ipa_namespace}: {}; to allow, annotate the target namespace                  with {}={ipa_namespace} (or start the controller with --allow-cross-namespace)",
+                "not read or changed, outside namespace {ipa_namespace}: {}; to allow, annotate the target namespace with {}={ipa_namespace} (or start the controller with --allow-cross-namespace)",
                 refused.join(", "),
                 tenancy::ALLOW_FROM_ANNOTATION
             ),

@@ -1256,7 +1256,7 @@ async fn cross_namespace_target_is_refused_until_its_namespace_opts_in() -> Test
     println!("refused: {message}");
     assert!(message.contains(&format!("{ns_b}/{app}")), "{message}");
     assert!(
-        message.contains("ipa.shafinhasnat.me/allow-from"),
+        message.contains(&format!("ipa.shafinhasnat.me/allow-from={ns_a}")),
         "{message}"
     );
     let group = &refused.groups[0];
