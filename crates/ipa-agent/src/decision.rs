@@ -86,11 +86,58 @@ impl DecisionRecord {
     }
 }
 
+/// Bytes the ring may hold, whatever `--history` says: records are dropped oldest first beyond it.
+pub const MAX_RING_BYTES: usize = 32 * 1024 * 1024;
+
+impl DecisionRecord {
+    /// The record's text, roughly what it takes in memory (strings dominate).
+    pub fn approx_bytes(&self) -> usize {
+        let attempts: usize = self
+            .attempts
+            .iter()
+            .map(|a| {
+                a.reply.as_ref().map_or(0, String::len)
+                    + a.error.as_ref().map_or(0, String::len)
+                    + 64
+            })
+            .sum();
+        let rec = &self.recommendation;
+        512 + self.target.namespace.len()
+            + self.target.deployment.len()
+            + self.provider.len()
+            + self.snapshot_summary.len()
+            + self.prompt_system.len()
+            + self.prompt_user.len()
+            + self.fallback_reason.as_ref().map_or(0, String::len)
+            + attempts
+            + rec.rationale.len()
+            + rec.model.as_ref().map_or(0, String::len)
+            + rec
+                .containers
+                .iter()
+                .map(|c| c.name.len() + 64)
+                .sum::<usize>()
+            + rec
+                .notes
+                .iter()
+                .map(|n| n.message.len() + 32)
+                .sum::<usize>()
+    }
+}
+
+/// The ring and the bytes its records hold.
+#[derive(Debug, Default)]
+struct Ring {
+    records: VecDeque<Arc<DecisionRecord>>,
+    bytes: usize,
+}
+
 /// The log. Cheap to share (`Arc`).
 #[derive(Debug)]
 pub struct DecisionLog {
-    ring: Mutex<VecDeque<Arc<DecisionRecord>>>,
+    ring: Mutex<Ring>,
     capacity: usize,
+    max_bytes: usize,
     next_id: AtomicU64,
     events: broadcast::Sender<Arc<DecisionRecord>>,
     llm_log: Option<(PathBuf, Mutex<File>)>,
@@ -116,8 +163,12 @@ impl DecisionLog {
     ) -> Result<Self, Error> {
         let (events, _) = broadcast::channel(256);
         Ok(Self {
-            ring: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
+            ring: Mutex::new(Ring {
+                records: VecDeque::with_capacity(capacity.min(4096)),
+                bytes: 0,
+            }),
             capacity: capacity.max(1),
+            max_bytes: MAX_RING_BYTES,
             next_id: AtomicU64::new(1),
             events,
             llm_log: llm_log
@@ -161,10 +212,18 @@ impl DecisionLog {
             append_line(path, file, &format!("{line}\n"));
         }
         if let Ok(mut ring) = self.ring.lock() {
-            if ring.len() == self.capacity {
-                ring.pop_front();
+            let size = record.approx_bytes();
+            ring.bytes += size;
+            ring.records.push_back(Arc::clone(&record));
+            // Bounded by count and by bytes; the newest record always stays.
+            while ring.records.len() > self.capacity
+                || (ring.bytes > self.max_bytes && ring.records.len() > 1)
+            {
+                match ring.records.pop_front() {
+                    Some(old) => ring.bytes = ring.bytes.saturating_sub(old.approx_bytes()),
+                    None => break,
+                }
             }
-            ring.push_back(Arc::clone(&record));
         }
         // No subscribers is fine.
         let _ = self.events.send(Arc::clone(&record));
@@ -181,6 +240,7 @@ impl DecisionLog {
         let Ok(ring) = self.ring.lock() else {
             return (0, Vec::new());
         };
+        let ring = &ring.records;
         let matching = |r: &&Arc<DecisionRecord>| target.is_none_or(|t| r.target.to_string() == t);
         let total = ring.iter().filter(matching).count();
         let items = ring
@@ -198,7 +258,7 @@ impl DecisionLog {
     pub fn all(&self) -> Vec<Arc<DecisionRecord>> {
         self.ring
             .lock()
-            .map(|r| r.iter().cloned().collect())
+            .map(|r| r.records.iter().cloned().collect())
             .unwrap_or_default()
     }
 }
@@ -214,31 +274,58 @@ fn append_line(path: &Path, file: &Mutex<File>, line: &str) {
     }
 }
 
+/// One line of untrusted text (a name, a model's reply, an error): backslash, newline, carriage return, tab and
+/// every other control character escaped, so it cannot start a forged `===` entry or rewrite a terminal line.
+pub fn escape_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') => {
+                out.push_str(&format!("\\u{{{:x}}}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Multi-line text the agent wrote itself (the prompt): newlines kept, every other control character escaped.
+fn escape_block(text: &str) -> String {
+    text.split('\n')
+        .map(escape_line)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn llm_log_entry(r: &DecisionRecord) -> String {
     let rec = &r.recommendation;
     let mut s = format!(
         "=== {} {} route={:?} provider={} source={} model={} latency_ms={} tokens={}+{}\n--- prompt\n{}\n\n{}\n",
         format_rfc3339(r.at_ms),
-        r.target,
+        escape_line(&r.target.to_string()),
         r.route,
-        r.provider,
+        escape_line(&r.provider),
         rec.source.as_str(),
-        rec.model.as_deref().unwrap_or("-"),
+        escape_line(rec.model.as_deref().unwrap_or("-")),
         rec.latency_ms.unwrap_or(0),
         rec.prompt_tokens.unwrap_or(0),
         rec.completion_tokens.unwrap_or(0),
-        r.prompt_system,
-        r.prompt_user,
+        escape_block(&r.prompt_system),
+        escape_block(&r.prompt_user),
     );
     for (i, a) in r.attempts.iter().enumerate() {
         s.push_str(&format!(
             "--- reply {} ({} ms)\n{}\n",
             i + 1,
             a.latency_ms,
-            a.reply.as_deref().unwrap_or("(none)")
+            escape_line(a.reply.as_deref().unwrap_or("(none)"))
         ));
         if let Some(e) = &a.error {
-            s.push_str(&format!("--- rejected: {e}\n"));
+            s.push_str(&format!("--- rejected: {}\n", escape_line(&e.to_string())));
         }
     }
     s.push_str(&format!(
@@ -318,6 +405,27 @@ mod tests {
     }
 
     #[test]
+    fn ring_is_bounded_by_bytes_too() -> Result<(), Error> {
+        let mut log = DecisionLog::new(1000, None, None)?;
+        log.max_bytes = 64 * 1024;
+        for _ in 0..100 {
+            let mut r = record(&log, "a");
+            r.prompt_user = "x".repeat(10_000);
+            log.record(r);
+        }
+        let records = log.all();
+        let bytes: usize = records.iter().map(|r| r.approx_bytes()).sum();
+        assert!(bytes <= 64 * 1024, "{bytes}");
+        assert!(
+            records.len() >= 5 && records.len() < 10,
+            "{}",
+            records.len()
+        );
+        assert_eq!(records.last().map(|r| r.id), Some(100));
+        Ok(())
+    }
+
+    #[test]
     fn files_get_one_line_per_decision() -> Result<(), Box<dyn std::error::Error>> {
         let dir = std::env::temp_dir().join(format!("ipa-agent-log-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
@@ -342,6 +450,34 @@ mod tests {
         );
         assert!(std::fs::read_to_string(&llm)?.contains("=== 1970-01-01T00:00:00.000Z ns/a"));
         std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    #[test]
+    fn llm_log_cannot_be_forged_by_a_name_or_a_reply() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = std::env::temp_dir().join(format!("ipa-agent-forge-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let llm = dir.join("llm.log");
+        let _ = std::fs::remove_file(&llm);
+        let log = DecisionLog::new(10, Some(&llm), None)?;
+        let mut r = record(&log, "a\n=== 2030-01-01T00:00:00.000Z forged/entry");
+        r.attempts.push(Attempt {
+            reply: Some(
+                "{\"replicas\":2}\n=== 2030-01-01T00:00:00.000Z ns/x route=V1\r\u{1b}[2K".into(),
+            ),
+            error: Some("bad\nreply".into()),
+            latency_ms: 1,
+            prompt_tokens: None,
+            completion_tokens: None,
+        });
+        log.record(r);
+        let text = std::fs::read_to_string(&llm)?;
+        let entries = text.lines().filter(|l| l.starts_with("=== ")).count();
+        assert_eq!(entries, 1, "{text}");
+        assert!(!text.contains('\r') && !text.contains('\u{1b}'), "{text}");
+        assert!(text.contains("{\"replicas\":2}\\n=== 2030"), "{text}");
+        std::fs::remove_dir_all(&dir)?;
+        assert_eq!(escape_line("a\\b\tc"), "a\\\\b\\tc");
         Ok(())
     }
 

@@ -10,11 +10,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod conn;
 pub mod dashboard;
 pub mod decision;
 pub mod engine;
 pub mod guards;
 pub mod metrics;
+pub mod names;
 pub mod provider;
 pub mod seed;
 pub mod server;
@@ -70,6 +72,50 @@ pub struct AgentArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Listen on a non-loopback address without `IPA_AGENT_TOKEN`: anyone who reaches the port can read the
+    /// dashboard (targets, prompts, replies) and ask for decisions. Only for a network you control.
+    #[arg(long, env = "IPA_AGENT_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+    /// Open connections at most; more wait in the accept queue.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Close a connection that moves no byte for this long (partial headers, stalled bodies, idle keep-alive), in
+    /// seconds. Default: 60, or twice `--timeout` plus 10 when that is longer (a request waiting for the LLM moves
+    /// no byte either).
+    #[arg(long)]
+    pub idle_timeout: Option<f64>,
+}
+
+impl AgentArgs {
+    /// The idle timeout to use (see `--idle-timeout`).
+    pub fn idle_timeout(&self) -> Duration {
+        let default = (2.0 * self.timeout + 10.0).max(60.0);
+        let secs = self
+            .idle_timeout
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .unwrap_or(default)
+            .min(7200.0);
+        Duration::from_secs_f64(secs)
+    }
+}
+
+/// Whether the agent may listen on `addr`: without a token only on loopback, unless `insecure_no_auth`. `Ok(true)`
+/// means "allowed, but warn loudly".
+pub fn check_listen(
+    addr: SocketAddr,
+    has_token: bool,
+    insecure_no_auth: bool,
+) -> Result<bool, Error> {
+    if has_token || addr.ip().is_loopback() {
+        return Ok(false);
+    }
+    if insecure_no_auth {
+        return Ok(true);
+    }
+    Err(Error::Config(format!(
+        "refusing to listen on {addr} without a token: set IPA_AGENT_TOKEN (installed: the `token` key of the \
+         Secret ipa-agent-token, see docs/operator.md), listen on a loopback address, or pass --insecure-no-auth"
+    )))
 }
 
 /// Everything that can stop the agent.
@@ -243,6 +289,13 @@ impl Config {
 /// Runs the agent until Ctrl-C / SIGTERM.
 pub async fn run(args: AgentArgs) -> Result<(), Error> {
     let config = Config::from_args(&args, |name| std::env::var(name).ok())?;
+    if check_listen(args.listen, config.token.is_some(), args.insecure_no_auth)? {
+        tracing::warn!(
+            addr = %args.listen,
+            "INSECURE: --insecure-no-auth: listening on a non-loopback address WITHOUT AUTHENTICATION; anyone who \
+             reaches this port can read every target, prompt and reply and ask for decisions"
+        );
+    }
     let state = AppState::new(config)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -252,6 +305,7 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
         })?;
     let addr = listener.local_addr().map_err(Error::Serve)?;
     tracing::info!(%addr, provider = state.engine.provider_name(), model = state.engine.model_name(), "ipa agent listening");
+    let listener = conn::LimitedListener::new(listener, args.max_connections, args.idle_timeout());
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await
@@ -326,6 +380,23 @@ mod tests {
         assert!(
             matches!(&c.provider, ProviderConfig::OpenAi { api_key: None, model, .. } if model == "gemma")
         );
+        Ok(())
+    }
+
+    #[test]
+    fn no_token_means_loopback_only_unless_explicitly_insecure() -> Result<(), Error> {
+        let addr = |s: &str| {
+            s.parse::<SocketAddr>()
+                .unwrap_or_else(|e| unreachable!("{e}"))
+        };
+        assert!(!check_listen(addr("127.0.0.1:8080"), false, false)?);
+        assert!(!check_listen(addr("[::1]:8080"), false, false)?);
+        assert!(!check_listen(addr("0.0.0.0:8000"), true, false)?);
+        assert!(check_listen(addr("0.0.0.0:8000"), false, false).is_err());
+        assert!(check_listen(addr("10.1.2.3:8000"), false, false).is_err());
+        assert!(check_listen(addr("[::]:8000"), false, false).is_err());
+        assert!(check_listen(addr("0.0.0.0:8000"), false, true)?);
+        assert!(args(&["--insecure-no-auth"]).insecure_no_auth);
         Ok(())
     }
 

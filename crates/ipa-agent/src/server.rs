@@ -28,7 +28,7 @@ use tracing::Instrument as _;
 use crate::decision::{DecisionLog, DecisionRecord, Route};
 use crate::engine::{Engine, Outcome};
 use crate::metrics::{Metrics, RequestLabels, RouteLabels};
-use crate::{Config, Error, Secret, dashboard, seed};
+use crate::{Config, Error, Secret, dashboard, names, seed};
 
 /// Shared state of the server.
 #[derive(Debug, Clone)]
@@ -113,7 +113,8 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis().min(i64::MAX as u128) as i64)
 }
 
-/// The agent's HTTP routes.
+/// The agent's HTTP routes. With a token, every route but the probes needs it — the dashboard, decisions, events
+/// and metrics show targets, prompts and raw replies.
 pub fn router(state: AppState) -> Router {
     let decisions = Router::new()
         .route("/v1/recommend", post(recommend))
@@ -121,16 +122,19 @@ pub fn router(state: AppState) -> Router {
         .route("/llmagent", post(askllm))
         // One semaphore for all decision routes (a per-route limit would multiply the bound).
         .layer(GlobalConcurrencyLimitLayer::new(state.max_concurrency))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(DefaultBodyLimit::max(state.max_body_bytes));
-    Router::new()
+    // The token check wraps everything above, so a request without it takes no concurrency slot and no body read.
+    let protected = Router::new()
         .route("/", get(dashboard_page))
         .route("/api/decisions", get(list_decisions))
         .route("/events", get(events))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ready" }))
         .route("/metrics", get(metrics))
         .merge(decisions)
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ready" }))
+        .merge(protected)
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
 }
@@ -143,17 +147,29 @@ fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
-/// With `IPA_AGENT_TOKEN` set, decision routes need `Authorization: Bearer <token>` (compared in constant time).
+/// The credentials of an `Authorization` header with the `Bearer` scheme (any case, RFC 7235), trimmed.
+pub fn bearer_token(header: Option<&HeaderValue>) -> Option<&str> {
+    let value = header?.to_str().ok()?.trim();
+    let (scheme, credentials) = value.split_once([' ', '\t'])?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credentials.trim())
+        .filter(|c| !c.is_empty())
+}
+
+/// Compares a presented token with the expected one in constant time, without leaking either length: both are
+/// hashed to SHA-256 first and the fixed-size digests compared with `subtle`.
+pub fn token_matches(given: &str, expected: &Secret) -> bool {
+    let digest = |text: &str| ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    let (a, b) = (digest(given), digest(expected.expose()));
+    a.as_ref().ct_eq(b.as_ref()).into()
+}
+
+/// With `IPA_AGENT_TOKEN` set, every route but the probes needs `Authorization: Bearer <token>`.
 async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if let Some(token) = &state.token {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        let ok: bool = given.as_bytes().ct_eq(token.expose().as_bytes()).into();
-        if !ok {
+        let given = bearer_token(request.headers().get(header::AUTHORIZATION)).unwrap_or("");
+        if !token_matches(given, token) {
             let mut response =
                 error_response(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
             response
@@ -198,6 +214,8 @@ async fn recommend(
     body: Result<Json<RecommendRequest>, JsonRejection>,
 ) -> Result<Json<Recommendation>, Response> {
     let Json(request) = body.map_err(|e| error_response(e.status(), e.body_text()))?;
+    names::check_request(&request.snapshot, &request.policy)
+        .map_err(|e| error_response(StatusCode::UNPROCESSABLE_ENTITY, e))?;
     let span = tracing::info_span!("recommend", target = %request.snapshot.target);
     let (_, outcome) = state
         .decide(Route::V1, &request.snapshot, &request.policy)
@@ -214,15 +232,18 @@ async fn askllm(
     let Json(request) = body.map_err(|e| error_response(e.status(), e.body_text()))?;
     let now = now_ms() / 1000;
     let snapshot = seed::parse_metrics(&request.metrics, now);
+    names::check_request(&snapshot, &Policy::default())
+        .map_err(|e| error_response(StatusCode::UNPROCESSABLE_ENTITY, e))?;
     let span = tracing::info_span!("askllm", target = %snapshot.target);
     let (_, outcome) = state
         .decide(Route::Seed, &snapshot, &Policy::default())
         .instrument(span)
         .await;
+    // `rec.source` is the engine's own record of who answered (never a field of the model's reply, see
+    // `engine::Engine::decide`). The seed's controller applies the answer as it is, so it gets the guarded
+    // decision (issue 11 #8): the same `decide` the controller runs, with a guard state the agent keeps for the
+    // target; a model's reply is held near what the metrics support.
     let rec = &outcome.recommendation;
-    // The seed's controller applies the answer as it is: it gets the guarded decision, the same `decide` the
-    // controller runs, with a guard state the agent keeps for the target. A model's reply is held whatever
-    // source it claims.
     let fallback = outcome.fallback_reason.as_deref().unwrap_or("LLM failed");
     let advice = match rec.source {
         Source::Llm => Advice::Proposal(rec),
@@ -290,9 +311,20 @@ async fn dashboard_page(State(state): State<AppState>) -> Html<String> {
     ))
 }
 
-async fn events(
-    State(state): State<AppState>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+/// Live `/events` listeners at most; more get 503 (each listener costs a rendering per decision).
+pub const MAX_SSE_SUBSCRIBERS: usize = 32;
+
+async fn events(State(state): State<AppState>) -> Response {
+    if state.log.subscribers() >= MAX_SSE_SUBSCRIBERS {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many live dashboards; try again later",
+        );
+    }
+    events_stream(state).into_response()
+}
+
+fn events_stream(state: AppState) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let receiver = state.log.subscribe();
     let stream = futures::stream::unfold((receiver, state), |(mut receiver, state)| async move {
         loop {

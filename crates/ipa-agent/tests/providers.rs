@@ -411,7 +411,8 @@ async fn both_protocols_work_through_the_router_with_gemini() -> TestResult {
     )
     .await?;
     assert_eq!(seed["status"], "success", "{seed}");
-    assert_eq!(seed["text"]["replicas"], 4);
+    // The seed's answer is the guarded decision: this text has no CPU usage, so nothing supports the model's 4.
+    assert_eq!(seed["text"]["replicas"], 3);
     assert!(
         seed["message"]
             .as_str()

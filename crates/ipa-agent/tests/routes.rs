@@ -164,9 +164,121 @@ async fn posts_need_the_bearer_token_when_one_is_set() -> TestResult {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _) = send(&app, post_json("/v1/recommend", &body, Some("s3cret"))?).await?;
     assert_eq!(status, StatusCode::OK);
-    // Reading stays open.
-    let (status, _) = send(&app, get("/healthz")?).await?;
+    // Only the probes stay open.
+    for probe in ["/healthz", "/readyz"] {
+        let (status, _) = send(&app, get(probe)?).await?;
+        assert_eq!(status, StatusCode::OK, "{probe}");
+    }
+    Ok(())
+}
+
+fn get_with(uri: &str, authorization: &str) -> Result<Request<Body>, Box<dyn std::error::Error>> {
+    Ok(Request::get(uri)
+        .header(header::AUTHORIZATION, authorization)
+        .body(Body::empty())?)
+}
+
+#[tokio::test]
+async fn with_a_token_every_route_but_the_probes_needs_it() -> TestResult {
+    let app = app(Config {
+        token: Some(Secret::new("s3cret")),
+        ..Config::builtin()
+    })?;
+    // A decision exists, so an open route would show its target.
+    let (status, _) = send(
+        &app,
+        post_json("/v1/recommend", &recommend_body("web"), Some("s3cret"))?,
+    )
+    .await?;
     assert_eq!(status, StatusCode::OK);
+    for route in ["/", "/api/decisions", "/events", "/metrics"] {
+        for auth in [
+            None,
+            Some("Bearer wrong"),
+            Some("Bearer s3cret-and-more"),
+            Some("Bearer s3cre"),
+            Some("Basic s3cret"),
+            Some("s3cret"),
+            Some("Bearer"),
+        ] {
+            let request = match auth {
+                Some(a) => get_with(route, a)?,
+                None => get(route)?,
+            };
+            let (status, body) = send(&app, request).await?;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{route} {auth:?}");
+            assert!(!body.contains("shop/web"), "{route} leaked the target");
+        }
+    }
+    // The scheme is case-insensitive (RFC 7235); surrounding blanks are ignored.
+    for auth in [
+        "Bearer s3cret",
+        "bearer s3cret",
+        "BEARER s3cret",
+        "  bearer   s3cret ",
+    ] {
+        for route in ["/", "/api/decisions", "/metrics"] {
+            let (status, body) = send(&app, get_with(route, auth)?).await?;
+            assert_eq!(status, StatusCode::OK, "{route} {auth:?}: {body}");
+        }
+    }
+    let (status, body) = send(&app, get_with("/api/decisions", "bearer s3cret")?).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("\"web\""), "{body}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn names_are_bounded_as_kubernetes_bounds_them() -> TestResult {
+    let app = app(Config::builtin())?;
+    let huge = "a".repeat(1 << 20);
+    let mut with_container = recommend_body("web");
+    with_container.snapshot.containers[0].name = "Main_Container".into();
+    let mut namespaced = recommend_body("web");
+    namespaced.snapshot.target.namespace = "shop\n=== forged".into();
+    let mut managed = recommend_body("web");
+    managed.policy.containers = Some(vec!["x".repeat(64)]);
+    for body in [
+        recommend_body(&huge),
+        recommend_body(&"a".repeat(100_000)),
+        recommend_body(&"a".repeat(254)),
+        recommend_body("web\nnext"),
+        with_container,
+        namespaced,
+        managed,
+    ] {
+        let (status, text) = send(&app, post_json("/v1/recommend", &body, None)?).await?;
+        assert!(status.is_client_error(), "{status}");
+        assert!(
+            text.len() < 1024,
+            "the refusal echoes the input: {} bytes",
+            text.len()
+        );
+    }
+    // A 253-character subdomain is a valid Deployment name.
+    let long = vec!["a".repeat(63); 4]
+        .join(".")
+        .chars()
+        .take(253)
+        .collect::<String>();
+    let (status, text) = send(
+        &app,
+        post_json("/v1/recommend", &recommend_body(&long), None)?,
+    )
+    .await?;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    // Nothing refused was stored.
+    let (_, page) = send(&app, get("/api/decisions")?).await?;
+    let page: serde_json::Value = serde_json::from_str(&page)?;
+    assert_eq!(page["total"], 1);
+    // The seed route: the names come from the metrics text.
+    let huge = "a".repeat(300);
+    let metrics = format!(
+        "Deployment Replicas-\nPromQL: kube_deployment_spec_replicas{{deployment={huge}, namespace=shop}} Metrics: \
+         {{status:success,data:{{resultType:matrix,result:[{{metric:{{deployment:{huge}}},values:[[1,2]]}}]}}}}\n"
+    );
+    let (status, _) = send(&app, post_json("/askllm", &SeedRequest { metrics }, None)?).await?;
+    assert!(status.is_client_error(), "{status}");
     Ok(())
 }
 
@@ -195,13 +307,21 @@ async fn dashboard_metrics_and_probes() -> TestResult {
     let app = app(Config::builtin())?;
     let (_, body) = send(&app, get("/")?).await?;
     assert!(body.contains("No decisions yet"));
-    send(
+    // A name that is no Kubernetes name is refused before it is stored (the dashboard escapes anyway: see the
+    // dashboard's unit tests).
+    let (status, _) = send(
         &app,
         post_json(
             "/v1/recommend",
             &recommend_body("<img src=x onerror=alert(1)>"),
             None,
         )?,
+    )
+    .await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    send(
+        &app,
+        post_json("/v1/recommend", &recommend_body("web"), None)?,
     )
     .await?;
     let (status, body) = send(&app, get("/")?).await?;
@@ -256,5 +376,22 @@ async fn events_stream_carries_new_decisions() -> TestResult {
         data.contains("row_html") && data.contains("shop/live"),
         "{data}"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn live_subscribers_are_capped() -> TestResult {
+    let app = app(Config::builtin())?;
+    let mut open = Vec::new();
+    for _ in 0..ipa_agent::server::MAX_SSE_SUBSCRIBERS {
+        let response = app.clone().oneshot(get("/events")?).await?;
+        assert_eq!(response.status(), StatusCode::OK);
+        open.push(response);
+    }
+    let (status, _) = send(&app, get("/events")?).await?;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    open.pop();
+    let response = app.clone().oneshot(get("/events")?).await?;
+    assert_eq!(response.status(), StatusCode::OK);
     Ok(())
 }

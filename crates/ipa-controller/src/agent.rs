@@ -15,7 +15,7 @@ use ipa_core::{
 
 use crate::Error;
 use crate::metrics::Metrics;
-use crate::prometheus::describe;
+use crate::prometheus::{describe, read_capped};
 
 /// Replies larger than this are refused (a recommendation is a few hundred bytes).
 const MAX_REPLY_BYTES: usize = 256 * 1024;
@@ -125,20 +125,16 @@ impl AgentClient {
         if !status.is_success() {
             return Err(Error::Agent(format!("{url}: http {status}")));
         }
-        if response
-            .content_length()
-            .is_some_and(|n| n > MAX_REPLY_BYTES as u64)
-        {
-            return Err(Error::AgentReply("reply too large".into()));
-        }
-        let body = response
-            .bytes()
+        // Capped while reading, with or without a Content-Length.
+        let body = read_capped(response, MAX_REPLY_BYTES)
             .await
-            .map_err(|e| Error::Agent(format!("{url}: {}", describe(e))))?;
-        if body.len() > MAX_REPLY_BYTES {
-            return Err(Error::AgentReply("reply too large".into()));
-        }
-        Ok(Outcome::Reply(body.to_vec()))
+            .map_err(|e| match e {
+                crate::prometheus::BodyError::TooLarge => {
+                    Error::AgentReply("reply too large".into())
+                }
+                other => Error::Agent(format!("{url}: {}", other.describe(MAX_REPLY_BYTES))),
+            })?;
+        Ok(Outcome::Reply(body))
     }
 }
 

@@ -7,6 +7,8 @@ pub const AGENT_AVAILABLE: &str = "AgentAvailable";
 pub const METRICS_AVAILABLE: &str = "MetricsAvailable";
 pub const TARGET_FOUND: &str = "TargetFound";
 pub const APPLIED: &str = "Applied";
+/// On the IPA: every target is in its namespace or in one that opted in (see `tenancy`).
+pub const TARGETS_ALLOWED: &str = "TargetsAllowed";
 
 /// A condition we want to report, before transition-time bookkeeping.
 #[derive(Debug, Clone, PartialEq, Eq)]

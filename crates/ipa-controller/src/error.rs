@@ -22,6 +22,8 @@ pub enum Error {
     Yaml(String),
     #[error("invalid url {url:?}")]
     Url { url: String },
+    #[error("invalid controller configuration: {0}")]
+    Config(String),
     #[error("invalid IPA {name}: {reason}")]
     InvalidSpec { name: String, reason: String },
     #[error("could not serve metrics on {addr}")]
@@ -49,6 +51,7 @@ impl Error {
             Self::AgentReply(_) => "agent_reply",
             Self::Yaml(_) => "yaml",
             Self::Url { .. } => "url",
+            Self::Config(_) => "config",
             Self::InvalidSpec { .. } => "invalid_spec",
             Self::Serve { .. } => "serve",
             Self::Lease(_) => "lease",

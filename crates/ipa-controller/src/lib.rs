@@ -18,6 +18,8 @@ pub mod promql;
 pub mod reconcile;
 pub mod server;
 pub mod slim;
+pub mod tenancy;
+pub mod urls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -86,6 +88,23 @@ pub struct ControllerArgs {
     /// IPAs reconciled in parallel.
     #[arg(long, default_value_t = 4)]
     pub concurrency: u16,
+    /// Let an IPA manage Deployments in any namespace (admin opt-in). Without it, an IPA manages only its own
+    /// namespace, plus namespaces annotated `ipa.shafinhasnat.me/allow-from: <ipa namespace>[,...]` or `*`.
+    #[arg(long, env = "IPA_ALLOW_CROSS_NAMESPACE")]
+    pub allow_cross_namespace: bool,
+    /// Allowed `prometheusUri`/`llmAgent` URLs: a URL prefix (`https://prom.example.com/`), a host
+    /// (`prom.example.com`) or a host suffix (`*.example.com`). Repeatable. Default: cluster-internal service hosts
+    /// (`*.svc`, `*.svc.cluster.local`, hosts without a dot) and loopback. The `--agent-url` is always allowed.
+    #[arg(
+        long = "allowed-url-prefix",
+        env = "IPA_ALLOWED_URL_PREFIXES",
+        value_delimiter = ','
+    )]
+    pub allowed_url_prefixes: Vec<String>,
+    /// The agent installed with the controller (e.g. `http://ipa-agent.ipa-system`). The token in the
+    /// controller's `IPA_AGENT_TOKEN` environment variable is sent only to this agent.
+    #[arg(long, env = "IPA_AGENT_URL")]
+    pub agent_url: Option<String>,
 }
 
 /// Waits for SIGINT or SIGTERM.
@@ -170,6 +189,9 @@ pub async fn run_until(
         }));
     }
 
+    if args.allow_cross_namespace {
+        warn!("--allow-cross-namespace: every IPA may manage Deployments in any namespace");
+    }
     let ipas: Api<IPA> = match &args.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -227,9 +249,24 @@ pub async fn run_until(
         });
     }
 
+    let urls = urls::UrlPolicy::new(&args.allowed_url_prefixes, args.agent_url.as_deref())
+        .map_err(Error::Config)?;
+    // Secrets come from the environment only, never flags.
+    let install_token = std::env::var("IPA_AGENT_TOKEN")
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty());
+    if install_token.is_some() && args.agent_url.is_none() {
+        warn!("IPA_AGENT_TOKEN is set but --agent-url is not: the token is never sent");
+    }
+    // No redirects: an allowed URL must not bounce the controller (and a token) somewhere else.
     let http = reqwest::Client::builder()
         .user_agent(concat!("ipa-controller/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(5))
+        // Drop idle keep-alive connections before the agent does (its idle timeout is at least 60 s), so a request
+        // never races the server's close.
+        .pool_idle_timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(Error::Http)?;
     let recorder = Recorder::new(
@@ -245,6 +282,8 @@ pub async fn run_until(
         http: http.clone(),
         agent: agent::AgentClient::new(http, args.agent_timeout, metrics.clone()),
         metrics,
+        urls,
+        install_token,
         settings: reconcile::Settings {
             stats_window: args.window.as_secs().max(30),
             history: args.history.as_secs().max(args.window.as_secs()),
@@ -252,6 +291,7 @@ pub async fn run_until(
             agent_concurrency: args.agent_concurrency.max(1),
             events_window: args.events_window.as_secs(),
             prometheus_timeout: args.prometheus_timeout,
+            allow_cross_namespace: args.allow_cross_namespace,
         },
     });
     info!("controller running");

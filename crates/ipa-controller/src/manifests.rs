@@ -1,5 +1,11 @@
-//! `deploy/install.yaml`, generated: namespace, CRD, RBAC, the controller and agent Deployments and the agent
-//! Service. RBAC is written out by hand here (not derived) so a reviewer reads exactly what is granted.
+//! `deploy/install.yaml`, generated: namespace, CRD, RBAC, the controller and agent Deployments, the agent
+//! Service, the agent's token Secret and its NetworkPolicy. RBAC is written out by hand here (not derived) so a
+//! reviewer reads exactly what is granted.
+//!
+//! The agent's bearer token lives in the Secret `ipa-agent-token` (key `token`), read by both the agent
+//! (`IPA_AGENT_TOKEN`) and the controller (`IPA_AGENT_TOKEN`, sent only to `--agent-url`). The committed
+//! `deploy/install.yaml` cannot carry a token (it is public), so its Secret has no data: the agent refuses to listen
+//! without one and says how to set it; `ipa manifests --generate-agent-token` fills in a fresh random token.
 
 use kube::CustomResourceExt;
 use serde_json::{Value, json};
@@ -16,6 +22,10 @@ pub struct ManifestOptions {
     /// Namespace for the controller and the agent.
     #[arg(long, default_value = "ipa-system")]
     pub namespace: String,
+    /// Put a fresh random agent token into the `ipa-agent-token` Secret (re-applying rotates it; restart both
+    /// Deployments afterwards). Without it the Secret is empty and must be filled in (see docs/operator.md).
+    #[arg(long)]
+    pub generate_agent_token: bool,
 }
 
 impl Default for ManifestOptions {
@@ -23,19 +33,39 @@ impl Default for ManifestOptions {
         Self {
             image: concat!("ghcr.io/ipa/ipa:", env!("CARGO_PKG_VERSION")).into(),
             namespace: "ipa-system".into(),
+            generate_agent_token: false,
         }
     }
 }
 
 const CONTROLLER: &str = "ipa-controller";
 const AGENT: &str = "ipa-agent";
+/// The Secret with the agent's bearer token (key `token`).
+pub const AGENT_TOKEN_SECRET: &str = "ipa-agent-token";
+const AGENT_PORT: u16 = 8000;
+
+/// 32 random bytes from the OS, hex-encoded.
+fn random_token() -> Result<String, Error> {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| Error::Config(format!("cannot read /dev/urandom for a token: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn token_env() -> Value {
+    json!({ "name": "IPA_AGENT_TOKEN",
+            "valueFrom": { "secretKeyRef": { "name": AGENT_TOKEN_SECRET, "key": "token", "optional": true } } })
+}
 
 fn labels(component: &str) -> Value {
     json!({ "app.kubernetes.io/name": "ipa", "app.kubernetes.io/component": component })
 }
 
 /// The rules the controller needs, and no more: read its CRs and write their status; read, scale and patch
-/// Deployments; list ReplicaSets and pods (metadata, for pod → Deployment) and Events; publish Events.
+/// Deployments; list ReplicaSets and pods (metadata, for pod → Deployment) and Events; publish Events; read a
+/// target Namespace's `ipa.shafinhasnat.me/allow-from` annotation (cross-namespace opt-in).
 pub fn controller_rules() -> Value {
     json!([
         { "apiGroups": ["ipa.shafinhasnat.me"], "resources": ["ipas"], "verbs": ["get", "list", "watch"] },
@@ -44,6 +74,7 @@ pub fn controller_rules() -> Value {
         { "apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["get", "patch"] },
         { "apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["list"] },
         { "apiGroups": [""], "resources": ["pods", "events"], "verbs": ["list"] },
+        { "apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"] },
         { "apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"] }
     ])
 }
@@ -62,6 +93,15 @@ fn security_context() -> Value {
 fn objects(o: &ManifestOptions) -> Result<Vec<Value>, Error> {
     let ns = o.namespace.as_str();
     let crd = serde_json::to_value(IPA::crd()).map_err(|e| Error::Yaml(e.to_string()))?;
+    let mut token_secret = json!({ "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": AGENT_TOKEN_SECRET, "namespace": ns, "labels": labels("agent"),
+                      "annotations": { "ipa.shafinhasnat.me/note":
+                          "bearer token of the agent (key: token), read by the agent and the controller; the agent does not start without it" } },
+        "type": "Opaque" });
+    if o.generate_agent_token {
+        token_secret["stringData"] = json!({ "token": random_token()? });
+    }
+    let agent_url = format!("--agent-url=http://{AGENT}.{ns}");
     Ok(vec![
         json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns, "labels": labels("namespace") } }),
         crd,
@@ -94,11 +134,12 @@ fn objects(o: &ManifestOptions) -> Result<Vec<Value>, Error> {
                             "containers": [{
                                 "name": "controller",
                                 "image": o.image,
-                                "args": ["controller", "--metrics-listen=0.0.0.0:8080", "--leader-election"],
+                                "args": ["controller", "--metrics-listen=0.0.0.0:8080", "--leader-election", agent_url],
                                 "env": [
                                     { "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } },
                                     { "name": "POD_NAMESPACE", "valueFrom": { "fieldRef": { "fieldPath": "metadata.namespace" } } },
-                                    { "name": "IPA_LOG_FORMAT", "value": "json" }
+                                    { "name": "IPA_LOG_FORMAT", "value": "json" },
+                                    token_env()
                                 ],
                                 "ports": [{ "name": "metrics", "containerPort": 8080 }],
                                 "livenessProbe": { "httpGet": { "path": "/healthz", "port": "metrics" } },
@@ -125,10 +166,11 @@ fn objects(o: &ManifestOptions) -> Result<Vec<Value>, Error> {
                             "containers": [{
                                 "name": "agent",
                                 "image": o.image,
-                                "args": ["agent", "--listen=0.0.0.0:8000"],
+                                "args": ["agent", format!("--listen=0.0.0.0:{AGENT_PORT}")],
                                 "env": [{ "name": "GEMINI_API_KEY",
-                                          "valueFrom": { "secretKeyRef": { "name": "ipa-agent", "key": "GEMINI_API_KEY", "optional": true } } }],
-                                "ports": [{ "name": "http", "containerPort": 8000 }],
+                                          "valueFrom": { "secretKeyRef": { "name": "ipa-agent", "key": "GEMINI_API_KEY", "optional": true } } },
+                                        token_env()],
+                                "ports": [{ "name": "http", "containerPort": AGENT_PORT }],
                                 "readinessProbe": { "httpGet": { "path": "/healthz", "port": "http" } },
                                 "resources": { "requests": { "cpu": "50m", "memory": "64Mi" },
                                                "limits": { "memory": "256Mi" } },
@@ -136,7 +178,7 @@ fn objects(o: &ManifestOptions) -> Result<Vec<Value>, Error> {
                                 "workingDir": "/data",
                                 "securityContext": security_context()
                             }],
-                            "volumes": [{ "name": "data", "emptyDir": {} }]
+                            "volumes": [{ "name": "data", "emptyDir": { "sizeLimit": "256Mi" } }]
                         }
                     }
                 } }),
@@ -144,6 +186,15 @@ fn objects(o: &ManifestOptions) -> Result<Vec<Value>, Error> {
                 "metadata": { "name": AGENT, "namespace": ns, "labels": labels("agent") },
                 "spec": { "selector": labels("agent"),
                           "ports": [{ "name": "http", "port": 80, "targetPort": "http" }] } }),
+        token_secret,
+        // Only the controller's pods reach the agent. Kubelet probes come from the node, which NetworkPolicy
+        // implementations allow for a pod's own node.
+        json!({ "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": { "name": AGENT, "namespace": ns, "labels": labels("agent") },
+                "spec": { "podSelector": { "matchLabels": labels("agent") },
+                          "policyTypes": ["Ingress"],
+                          "ingress": [{ "from": [{ "podSelector": { "matchLabels": labels("controller") } }],
+                                        "ports": [{ "protocol": "TCP", "port": AGENT_PORT }] }] } }),
     ])
 }
 
@@ -175,10 +226,86 @@ mod tests {
             "kind: RoleBinding",
             "kind: Deployment",
             "kind: Service",
+            "kind: Secret",
+            "kind: NetworkPolicy",
         ] {
             assert!(yaml.contains(kind), "{kind}");
         }
-        assert_eq!(yaml.matches("\n---\n").count() + 1, 12);
+        assert_eq!(yaml.matches("\n---\n").count() + 1, 14);
+        Ok(())
+    }
+
+    #[test]
+    fn the_agent_token_is_wired_to_both_sides_and_never_committed() -> Result<(), Error> {
+        let objects = objects(&ManifestOptions::default())?;
+        let secret = objects
+            .iter()
+            .find(|o| o["kind"] == "Secret")
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(secret["metadata"]["name"], AGENT_TOKEN_SECRET);
+        assert!(secret.get("data").is_none() && secret.get("stringData").is_none());
+        for name in [CONTROLLER, AGENT] {
+            let deployment = objects
+                .iter()
+                .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == name)
+                .cloned()
+                .unwrap_or_default();
+            let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
+            let token = env
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|e| e["name"] == "IPA_AGENT_TOKEN")
+                .cloned()
+                .unwrap_or_default();
+            assert_eq!(
+                token["valueFrom"]["secretKeyRef"]["name"], AGENT_TOKEN_SECRET,
+                "{name}"
+            );
+        }
+        let generated = objects_with_token()?;
+        let a = generated["stringData"]["token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let b = objects_with_token()?["stringData"]["token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b);
+        Ok(())
+    }
+
+    fn objects_with_token() -> Result<Value, Error> {
+        let o = ManifestOptions {
+            generate_agent_token: true,
+            ..ManifestOptions::default()
+        };
+        Ok(objects(&o)?
+            .into_iter()
+            .find(|o| o["kind"] == "Secret")
+            .unwrap_or_default())
+    }
+
+    #[test]
+    fn only_the_controller_reaches_the_agent() -> Result<(), Error> {
+        let objects = objects(&ManifestOptions::default())?;
+        let policy = objects
+            .iter()
+            .find(|o| o["kind"] == "NetworkPolicy")
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            policy["spec"]["podSelector"]["matchLabels"],
+            labels("agent")
+        );
+        assert_eq!(
+            policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"],
+            labels("controller")
+        );
+        assert_eq!(policy["spec"]["ingress"].as_array().map(Vec::len), Some(1));
         Ok(())
     }
 

@@ -197,7 +197,7 @@ impl Prometheus {
         endpoint: &str,
         kind: &'static str,
         form: &[(&str, String)],
-    ) -> Result<bytes::Bytes, Error> {
+    ) -> Result<Vec<u8>, Error> {
         let started = Instant::now();
         let result = self.post_inner(endpoint, form).await;
         self.metrics
@@ -205,11 +205,7 @@ impl Prometheus {
         result
     }
 
-    async fn post_inner(
-        &self,
-        endpoint: &str,
-        form: &[(&str, String)],
-    ) -> Result<bytes::Bytes, Error> {
+    async fn post_inner(&self, endpoint: &str, form: &[(&str, String)]) -> Result<Vec<u8>, Error> {
         let url = format!("{}/api/v1/{endpoint}", self.base);
         let response = self
             .http
@@ -220,16 +216,56 @@ impl Prometheus {
             .await
             .map_err(|e| Error::Prometheus(format!("{url}: {}", describe(e))))?;
         let status = response.status();
-        let body = response
-            .bytes()
+        let body = read_capped(response, MAX_PROMETHEUS_BODY_BYTES)
             .await
-            .map_err(|e| Error::Prometheus(format!("{url}: {}", describe(e))))?;
+            .map_err(|e| {
+                Error::Prometheus(format!("{url}: {}", e.describe(MAX_PROMETHEUS_BODY_BYTES)))
+            })?;
         // Prometheus answers 400/422 with a JSON error body worth reporting.
         if !(status.is_success() || status.as_u16() == 400 || status.as_u16() == 422) {
             return Err(Error::Prometheus(format!("{url}: http {status}")));
         }
         Ok(body)
     }
+}
+
+/// Largest Prometheus answer read: a 1,000-target range query is a few MB; the controller's memory limit is 128 MiB.
+pub const MAX_PROMETHEUS_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// Why a capped body read failed.
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    TooLarge,
+    Read(reqwest::Error),
+}
+
+impl BodyError {
+    pub(crate) fn describe(self, max: usize) -> String {
+        match self {
+            Self::TooLarge => format!("body larger than {max} bytes"),
+            Self::Read(e) => describe(e),
+        }
+    }
+}
+
+/// Reads a body of at most `max` bytes: a larger `Content-Length` is refused before reading, and a body without
+/// one (chunked) is read chunk by chunk and refused as soon as it passes the cap — never an unbounded read.
+pub(crate) async fn read_capped(
+    mut response: reqwest::Response,
+    max: usize,
+) -> Result<Vec<u8>, BodyError> {
+    if response.content_length().is_some_and(|n| n > max as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let hint = response.content_length().unwrap_or(0).min(max as u64) as usize;
+    let mut body = Vec::with_capacity(hint);
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
+        if body.len() + chunk.len() > max {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// reqwest's Display repeats the URL; callers print it once themselves.

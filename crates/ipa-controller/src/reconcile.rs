@@ -11,7 +11,7 @@ use ipa_core::{
     Recommendation, ResolvedPolicy, Resources, Source, TargetRef,
 };
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod, Secret};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace, Pod, Secret};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::core::Request;
 use kube::runtime::controller::Action;
@@ -29,6 +29,8 @@ use crate::metrics::Metrics;
 use crate::prometheus::Prometheus;
 use crate::promql::{self, Selection, Windows};
 use crate::slim::{self, DeploymentView, EventView, MetaOnly};
+use crate::tenancy::{self, Access};
+use crate::urls::{Refusal, UrlPolicy};
 use crate::{Error, apply};
 
 /// Field manager / reporting controller name.
@@ -48,6 +50,8 @@ pub struct Settings {
     /// Events older than this are not reported (seconds).
     pub events_window: u64,
     pub prometheus_timeout: Duration,
+    /// `--allow-cross-namespace`: an IPA may manage Deployments in any namespace.
+    pub allow_cross_namespace: bool,
 }
 
 /// What every reconcile shares.
@@ -58,6 +62,10 @@ pub struct Context {
     pub http: reqwest::Client,
     pub agent: AgentClient,
     pub metrics: Arc<Metrics>,
+    /// Which `prometheusUri`/`llmAgent` URLs an IPA may use.
+    pub urls: UrlPolicy,
+    /// The token of the agent installed with the controller (`IPA_AGENT_TOKEN`), sent only to that agent.
+    pub install_token: Option<String>,
     pub settings: Settings,
 }
 
@@ -350,8 +358,14 @@ fn resources_status(containers: &[ipa_core::ContainerRecommendation]) -> Vec<Con
         .collect()
 }
 
-async fn agent_token(ipa: &IPA, ctx: &Context) -> Option<String> {
-    let r = ipa.spec.metadata.agent_token_secret_ref.as_ref()?;
+/// The bearer token for the IPA's agent: the IPA's own Secret when it names one, else the install's token when
+/// (and only when) the IPA's agent is the agent installed with the controller.
+async fn agent_token(ipa: &IPA, ctx: &Context, agent: Option<&reqwest::Url>) -> Option<String> {
+    let Some(r) = ipa.spec.metadata.agent_token_secret_ref.as_ref() else {
+        return agent
+            .filter(|url| ctx.urls.is_install_agent(url))
+            .and_then(|_| ctx.install_token.clone());
+    };
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ipa.namespace()?);
     ctx.metrics.kube_request("get");
     match secrets.get(&r.name).await {
@@ -397,8 +411,14 @@ async fn query_all(
         prom.query(promql::FREE_CPU, frame.now),
     );
     let mut errors = Vec::new();
+    // The detail (URL, HTTP status, "timed out") goes to the log only: status is readable by whoever may read the
+    // IPA, and must not become a network probe.
     fn keep<T>(errors: &mut Vec<String>, what: &str, r: Result<T, Error>) -> Option<T> {
-        r.map_err(|e| errors.push(format!("{what}: {e}"))).ok()
+        r.map_err(|e| {
+            warn!(query = what, error = %e, "prometheus query failed");
+            errors.push(what.to_string());
+        })
+        .ok()
     }
     let metrics = CycleMetrics {
         cpu: keep(&mut errors, "cpu", cpu),
@@ -438,8 +458,171 @@ async fn ask(
     };
     match agent.recommend(agent_url, token, &request).await {
         Ok(rec) => (Some(rec), None),
-        Err(e) => (None, Some(e.to_string())),
+        Err(e) => {
+            // The detail (URL, HTTP status, reply) goes to the log only, never to status or Events.
+            warn!(target = %snapshot.target, error = %e, "agent failed; built-in recommender used");
+            (None, Some(AGENT_FAILED.to_string()))
+        }
     }
+}
+
+/// What status says when the agent failed: no URL, status code or error text (see [`ask`]).
+const AGENT_FAILED: &str = "agent request failed or its reply was invalid (see controller logs)";
+
+/// Condition (and Event) reason for an IPA whose URLs are outside the allow-list.
+pub const URL_NOT_ALLOWED: &str = "URLNotAllowed";
+
+/// The URL checks of one IPA: `(field, refusal)` for each refused URL.
+fn refused_urls(urls: &UrlPolicy, spec: &crate::crd::IpaMetadata) -> Vec<(&'static str, Refusal)> {
+    let mut refused = Vec::new();
+    if let Err(r) = urls.check(&spec.prometheus_uri) {
+        refused.push(("spec.metadata.prometheusUri", r));
+    }
+    if !spec.llm_agent.trim().is_empty()
+        && let Err(r) = urls.check(&spec.llm_agent)
+    {
+        refused.push(("spec.metadata.llmAgent", r));
+    }
+    refused
+}
+
+/// Reads whether each namespace other than the IPA's lets it in. One metadata read per foreign namespace per
+/// cycle; an unreadable (or missing) namespace has not opted in, and says so in the same words as one that did
+/// not (no namespace-existence oracle).
+async fn namespace_access<'a>(
+    ctx: &Context,
+    ipa_namespace: &str,
+    namespaces: &BTreeSet<&'a str>,
+) -> HashMap<&'a str, Access> {
+    let api: Api<Namespace> = Api::all(ctx.client.clone());
+    let mut out = HashMap::new();
+    for ns in namespaces {
+        let annotation = if *ns == ipa_namespace || ctx.settings.allow_cross_namespace {
+            None
+        } else {
+            ctx.metrics.kube_request("get");
+            match api.get_metadata_opt(ns).await {
+                Ok(meta) => meta.and_then(|m| {
+                    m.metadata
+                        .annotations
+                        .and_then(|mut a| a.remove(tenancy::ALLOW_FROM_ANNOTATION))
+                }),
+                Err(e) => {
+                    warn!(namespace = ns, error = %e, "cannot read the target namespace; refusing it");
+                    None
+                }
+            }
+        };
+        let access = tenancy::access(
+            ipa_namespace,
+            ns,
+            annotation.as_deref(),
+            ctx.settings.allow_cross_namespace,
+        );
+        out.insert(*ns, access);
+    }
+    out
+}
+
+async fn warn_ipa(ctx: &Context, ipa: &IPA, reason: &str, note: &str) {
+    let event = Event {
+        type_: EventType::Warning,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    ctx.metrics.kube_request("create");
+    if let Err(e) = ctx.recorder.publish(&event, &ipa.object_ref(&())).await {
+        warn!(error = %e, "could not publish event");
+    }
+}
+
+/// An IPA with a refused URL: nothing is read, queried, asked or applied; status says which field and why,
+/// without the URL or anything from the network. The groups' guard state is kept.
+async fn refuse_urls(
+    ipa: &IPA,
+    ctx: &Context,
+    previous: &IpaStatus,
+    refused: &[(&'static str, Refusal)],
+    now: i64,
+) -> Result<(), Error> {
+    let name = ipa.name_any();
+    let namespace = ipa.namespace().unwrap_or_default();
+    let what = refused
+        .iter()
+        .map(|(field, why)| format!("{field} {why}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let message = format!("{what}; nothing was queried or changed");
+    warn!(refused = %what, "IPA refused: URL not allowed");
+    let fields: Vec<&str> = refused.iter().map(|(f, _)| *f).collect();
+    let mut wanted = vec![Want::new(
+        conditions::READY,
+        false,
+        URL_NOT_ALLOWED,
+        message.clone(),
+    )];
+    if fields.contains(&"spec.metadata.prometheusUri") {
+        wanted.push(Want::new(
+            conditions::METRICS_AVAILABLE,
+            false,
+            URL_NOT_ALLOWED,
+            "prometheusUri is not allowed; not queried",
+        ));
+    }
+    if fields.contains(&"spec.metadata.llmAgent") {
+        wanted.push(Want::new(
+            conditions::AGENT_AVAILABLE,
+            false,
+            URL_NOT_ALLOWED,
+            "llmAgent is not allowed; not contacted",
+        ));
+    }
+    let status = IpaStatus {
+        observed_generation: ipa.metadata.generation,
+        targets: format!("0/{}", ipa.spec.metadata.ipa_group.len()),
+        mode: ipa.spec.metadata.mode.unwrap_or_default().as_str().into(),
+        last_decision: "refused: URL not allowed".into(),
+        last_reconcile_time: rfc3339(now),
+        conditions: conditions::merge(
+            &previous.conditions,
+            &wanted,
+            ipa.metadata.generation,
+            jiff::Timestamp::now(),
+        ),
+        groups: previous.groups.clone(),
+    };
+    warn_ipa(ctx, ipa, URL_NOT_ALLOWED, &message).await;
+    write_status(ctx, &namespace, &name, &status).await
+}
+
+async fn write_status(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    status: &IpaStatus,
+) -> Result<(), Error> {
+    ctx.metrics.kube_request("patch");
+    // The apiserver answers with the whole IPA (spec and status, ~1 MB at 1,000 targets); it is skipped, not
+    // parsed.
+    let write = Request::new(IPA::url_path(&(), Some(namespace)))
+        .patch_subresource(
+            "status",
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(StatusPatch { status }),
+        )
+        .map_err(kube::Error::BuildRequest);
+    let written = match write {
+        Ok(request) => ctx
+            .client
+            .request::<serde::de::IgnoredAny>(request)
+            .await
+            .map(drop),
+        Err(e) => Err(e),
+    };
+    written.map_err(Error::kube(format!("writing status of {namespace}/{name}")))
 }
 
 /// A target that was found, with what it needs for the decision.
@@ -469,15 +652,28 @@ async fn reconcile_cycle(ipa: &IPA, ctx: &Context, now: i64) -> Result<(), Error
         .collect();
     let s = ctx.settings;
 
-    // 1. Read the API, one list per kind per namespace (not one call per target).
+    // 0. URLs outside the allow-list: the IPA is refused before anything is read or sent.
+    let refused = refused_urls(&ctx.urls, spec);
+    if !refused.is_empty() {
+        return refuse_urls(ipa, ctx, previous, &refused, now).await;
+    }
+
+    // 1. Read the API, one list per kind per namespace (not one call per target) — only in namespaces this IPA
+    //    may act on: its own, and those that opted in.
     let namespaces: BTreeSet<&str> = spec
         .ipa_group
         .iter()
         .map(|g| g.namespace.as_str())
         .collect();
+    let access = namespace_access(ctx, &namespace, &namespaces).await;
+    let readable: BTreeSet<&str> = namespaces
+        .iter()
+        .copied()
+        .filter(|ns| access.get(ns).is_some_and(|a| a.allowed()))
+        .collect();
     let events_since = now - s.events_window as i64;
     let mut views: HashMap<&str, NamespaceView> =
-        futures::future::join_all(namespaces.iter().map(|ns| {
+        futures::future::join_all(readable.iter().map(|ns| {
             let targets: BTreeSet<&str> = spec
                 .ipa_group
                 .iter()
@@ -493,6 +689,7 @@ async fn reconcile_cycle(ipa: &IPA, ctx: &Context, now: i64) -> Result<(), Error
     let mut outcomes: Vec<Option<GroupOutcome>> = vec![None; spec.ipa_group.len()];
     let mut found: Vec<Found> = Vec::new();
     let mut seen = BTreeSet::new();
+    let mut refused_targets: Vec<String> = Vec::new();
     for (index, group) in spec.ipa_group.iter().enumerate() {
         let mode = spec.mode_of(group);
         let base = GroupStatus {
@@ -526,6 +723,15 @@ async fn reconcile_cycle(ipa: &IPA, ctx: &Context, now: i64) -> Result<(), Error
                 "Duplicate",
                 "this Deployment is listed twice; the first entry wins".into(),
             ));
+            continue;
+        }
+        if !access
+            .get(group.namespace.as_str())
+            .is_some_and(|a| a.allowed())
+        {
+            let message = tenancy::refusal_message(&namespace, &group.namespace, &group.deployment);
+            refused_targets.push(message.clone());
+            outcomes[index] = Some(missing(tenancy::REFUSED_REASON, message));
             continue;
         }
         // Taken, not cloned: a target is decided once per cycle (duplicates were skipped above).
@@ -612,6 +818,23 @@ async fn reconcile_cycle(ipa: &IPA, ctx: &Context, now: i64) -> Result<(), Error
         });
     }
 
+    if !refused_targets.is_empty() {
+        warn!(
+            refused = refused_targets.len(),
+            "cross-namespace targets refused"
+        );
+        let note = if refused_targets.len() == 1 {
+            refused_targets[0].clone()
+        } else {
+            format!(
+                "{} targets outside namespace {namespace} were not read or changed (see status); first: {}",
+                refused_targets.len(),
+                refused_targets[0]
+            )
+        };
+        warn_ipa(ctx, ipa, tenancy::REFUSED_REASON, &note).await;
+    }
+
     // 2. Prometheus: one query per metric for every found target of this IPA.
     let step = interval.as_secs().clamp(5, 15);
     let frame = Frame {
@@ -649,9 +872,6 @@ async fn reconcile_cycle(ipa: &IPA, ctx: &Context, now: i64) -> Result<(), Error
         );
         query_all(&prom, &selection, windows, frame).await
     };
-    for e in &metric_errors {
-        warn!(error = %e, "prometheus query failed");
-    }
     // Where owner references could not be read, attribute pods by name.
     for f in &mut found {
         if f.info.pods.is_empty() {
@@ -675,7 +895,14 @@ async fn reconcile_cycle(ipa: &IPA, ctx: &Context, now: i64) -> Result<(), Error
         .collect();
 
     // 3. Ask the provider for every target, concurrently but bounded.
-    let token = agent_token(ipa, ctx).await;
+    let agent_url = (!spec.llm_agent.trim().is_empty())
+        .then(|| ctx.urls.check(&spec.llm_agent).ok())
+        .flatten();
+    let token = if found.is_empty() {
+        None
+    } else {
+        agent_token(ipa, ctx, agent_url.as_ref()).await
+    };
     // Owned inputs per request: the futures run concurrently and must not borrow across the stream.
     let requests: Vec<(usize, IpaGroup, MetricsSnapshot, ResolvedPolicy)> = found
         .iter()
@@ -744,26 +971,7 @@ async fn reconcile_cycle(ipa: &IPA, ctx: &Context, now: i64) -> Result<(), Error
             "status trimmed to fit the object size limit"
         );
     }
-    ctx.metrics.kube_request("patch");
-    // The apiserver answers with the whole IPA (spec and status, ~1 MB at 1,000 targets); it is skipped, not
-    // parsed.
-    let write = Request::new(IPA::url_path(&(), Some(&namespace)))
-        .patch_subresource(
-            "status",
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(StatusPatch { status: &status }),
-        )
-        .map_err(kube::Error::BuildRequest);
-    let written = match write {
-        Ok(request) => ctx
-            .client
-            .request::<serde::de::IgnoredAny>(request)
-            .await
-            .map(drop),
-        Err(e) => Err(e),
-    };
-    written.map_err(Error::kube(format!("writing status of {namespace}/{name}")))?;
+    write_status(ctx, &namespace, &name, &status).await?;
     info!(decision = %status.last_decision, "cycle done");
     Ok(())
 }
@@ -795,6 +1003,7 @@ async fn decide_and_apply(
         (Some(p), None) => Advice::Proposal(p),
         (None, None) => Advice::Builtin,
     };
+    // Every reply from an agent is held by `decide` whatever `source` it claims: it came from the network.
     let safe = ipa_core::decide(snap, &f.policy, advice, &guard_state, now);
     let notes = safe.notes.clone();
     // What status shows as "recommended": the advisor's proposal as it came, or the built-in's decision.
@@ -914,7 +1123,10 @@ async fn decide_and_apply(
             let detail = if metric_errors.is_empty() {
                 String::new()
             } else {
-                format!("; {}", metric_errors.join("; "))
+                format!(
+                    "; Prometheus query failed for {} (see controller logs)",
+                    metric_errors.join(", ")
+                )
             };
             Want::new(
                 conditions::METRICS_AVAILABLE,
@@ -1074,9 +1286,21 @@ fn ipa_status(
         .iter()
         .filter(|g| conditions::is_true(&g.conditions, conditions::TARGET_FOUND))
         .count();
+    let refused_group = |g: &GroupStatus| {
+        g.conditions
+            .iter()
+            .any(|c| c.type_ == conditions::TARGET_FOUND && c.reason == tenancy::REFUSED_REASON)
+    };
+    let refused: Vec<String> = groups
+        .iter()
+        .filter(|g| refused_group(g))
+        .map(|g| format!("{}/{}", g.namespace, g.deployment))
+        .collect();
     let not_found: Vec<String> = groups
         .iter()
-        .filter(|g| !conditions::is_true(&g.conditions, conditions::TARGET_FOUND))
+        .filter(|g| {
+            !conditions::is_true(&g.conditions, conditions::TARGET_FOUND) && !refused_group(g)
+        })
         .map(|g| format!("{}/{}", g.namespace, g.deployment))
         .collect();
     let metrics_missing: Vec<String> = groups
@@ -1123,7 +1347,10 @@ fn ipa_status(
     } else {
         let mut msg = Vec::new();
         if !metric_errors.is_empty() {
-            msg.push(metric_errors.join("; "));
+            msg.push(format!(
+                "Prometheus query failed for {} (see controller logs)",
+                metric_errors.join(", ")
+            ));
         }
         if !metrics_missing.is_empty() {
             msg.push(format!("inputs missing for {}", metrics_missing.join(", ")));
@@ -1161,7 +1388,27 @@ fn ipa_status(
             "agent answered",
         )
     });
-    let ready = not_found.is_empty() && apply_failed == 0 && found > 0;
+    let ipa_namespace = ipa.namespace().unwrap_or_default();
+    wanted.push(if refused.is_empty() {
+        Want::new(
+            conditions::TARGETS_ALLOWED,
+            true,
+            "AllAllowed",
+            "every target is in this IPA's namespace or one that allows it",
+        )
+    } else {
+        Want::new(
+            conditions::TARGETS_ALLOWED,
+            false,
+            tenancy::REFUSED_REASON,
+            format!(
+                "not read or changed, outside namespace {ipa_namespace}: {}; to allow, annotate the target namespace with {}={ipa_namespace} (or start the controller with --allow-cross-namespace)",
+                refused.join(", "),
+                tenancy::ALLOW_FROM_ANNOTATION
+            ),
+        )
+    });
+    let ready = not_found.is_empty() && refused.is_empty() && apply_failed == 0 && found > 0;
     wanted.push(Want::new(
         conditions::READY,
         ready,

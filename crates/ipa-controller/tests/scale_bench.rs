@@ -183,6 +183,8 @@ async fn scale_benchmark() -> TestResult {
         http: http.clone(),
         agent: AgentClient::new(http, Duration::from_secs(10), metrics.clone()),
         metrics: metrics.clone(),
+        urls: ipa_controller::urls::UrlPolicy::new(&[], None)?,
+        install_token: None,
         settings: Settings {
             stats_window: 300,
             history: 1800,
@@ -190,6 +192,7 @@ async fn scale_benchmark() -> TestResult {
             agent_concurrency: 8,
             events_window: 900,
             prometheus_timeout: Duration::from_secs(30),
+            allow_cross_namespace: false,
         },
     });
     let ipas: Api<IPA> = Api::namespaced(client.clone(), NS);

@@ -8,8 +8,9 @@
 //! - the seed's flat shape: `{"replicas": 3, "cpu_request": .., "cpu_limit": .., "memory_request": ..,
 //!   "memory_limit": ..}`, applied to every managed container.
 //!
-//! The JSON may be the whole reply, inside a Markdown code fence, or embedded in prose (the first balanced
-//! object that parses is taken). Values a model can plausibly get slightly wrong are clamped into the policy and
+//! The JSON may be the whole reply, inside a Markdown code fence, or embedded in prose (the first top-level
+//! balanced object that parses is taken; an object nested in another is never taken on its own, and the scan is
+//! one linear pass). Values a model can plausibly get slightly wrong are clamped into the policy and
 //! each clamp is recorded as a `Rule::ReplyClamped` note; values that show the model misunderstood (negative,
 //! not a number, not a quantity, absurdly large, fields missing) are rejected.
 
@@ -81,7 +82,8 @@ pub fn parse_reply(
     interpret(&object, snapshot, policy)
 }
 
-/// Finds the JSON object in a reply: the whole text, a fenced block, or the first balanced object that parses.
+/// Finds the JSON object in a reply: the whole text, a fenced block, or the first top-level balanced object that
+/// parses.
 pub fn extract_object(reply: &str) -> Result<Map<String, Value>, ReplyError> {
     if reply.len() > MAX_REPLY_BYTES {
         return Err(ReplyError::TooLong);
@@ -100,7 +102,7 @@ pub fn extract_object(reply: &str) -> Result<Map<String, Value>, ReplyError> {
         return as_object(value);
     }
     let mut first_error = None;
-    for candidate in balanced_objects(trimmed).take(MAX_EMBEDDED_CANDIDATES) {
+    for candidate in top_level_objects(trimmed).take(MAX_EMBEDDED_CANDIDATES) {
         match serde_json::from_str::<Value>(candidate) {
             Ok(value) => return as_object(value),
             Err(e) => {
@@ -143,46 +145,46 @@ fn fenced_block(text: &str) -> Option<&str> {
     Some(&body[..end])
 }
 
-/// Balanced `{...}` substrings, in order of their opening brace, aware of JSON strings and escapes.
-fn balanced_objects(text: &str) -> impl Iterator<Item = &str> {
+/// Top-level balanced `{...}` substrings, in order, found in one linear pass over the text. A `{` opens a
+/// candidate only at depth 0, so an object nested in another — `{"replicas": 2, "previous": {"replicas": 9},}`,
+/// whose outer JSON is invalid — is never taken on its own, and no position is scanned twice (the old restart
+/// at every `{` was quadratic: 64 KiB of `{` took seconds). Strings and escapes are tracked inside objects only
+/// (quotes in prose are prose); a `}` at depth 0 is prose too.
+fn top_level_objects(text: &str) -> impl Iterator<Item = &str> {
     let bytes = text.as_bytes();
-    let mut search_from = 0;
+    let (mut i, mut depth, mut start) = (0usize, 0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
     std::iter::from_fn(move || {
-        loop {
-            let start = search_from + bytes.get(search_from..)?.iter().position(|&b| b == b'{')?;
-            search_from = start + 1;
-            if let Some(end) = matching_brace(bytes, start) {
-                return text.get(start..=end);
+        while let Some(&b) = bytes.get(i) {
+            i += 1;
+            if in_string {
+                match (escaped, b) {
+                    (true, _) => escaped = false,
+                    (false, b'\\') => escaped = true,
+                    (false, b'"') => in_string = false,
+                    _ => {}
+                }
+                continue;
             }
-        }
-    })
-}
-
-fn matching_brace(bytes: &[u8], start: usize) -> Option<usize> {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for (i, &b) in bytes.iter().enumerate().skip(start) {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
+            match b {
+                b'"' if depth > 0 => in_string = true,
+                b'{' => {
+                    if depth == 0 {
+                        start = i - 1;
+                    }
+                    depth += 1;
+                }
+                b'}' if depth > 0 => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return text.get(start..i);
+                    }
+                }
                 _ => {}
             }
-            continue;
         }
-        match b {
-            b'"' => in_string = true,
-            b'{' => depth += 1,
-            b'}' => {
-                depth = depth.checked_sub(1)?;
-                if depth == 0 {
-                    return Some(i);
-                }
-            }
-            _ => {}
-        }
-    }
-    None
+        None
+    })
 }
 
 /// Interprets a parsed object (either shape) under the policy.
@@ -619,6 +621,52 @@ mod tests {
         let prose = format!("I think {{not json}} but then {OURS} and {{\"replicas\": 9}}");
         assert_eq!(parse_reply(&prose, &snapshot(), &policy())?.replicas, 4);
         Ok(())
+    }
+
+    #[test]
+    fn only_top_level_objects_are_taken() {
+        // Invalid outer JSON (a trailing comma): the nested object must not stand in for it.
+        for reply in [
+            r#"{"replicas":2,"previous":{"replicas":9},}"#,
+            r#"Here: {"replicas":2,"previous":{"replicas":9},} done"#,
+            "```json\n{\"replicas\":2,\"previous\":{\"replicas\":9},}\n```",
+        ] {
+            let result = parse_reply(reply, &snapshot(), &policy());
+            assert!(
+                matches!(result, Err(ReplyError::InvalidJson(_))),
+                "{reply}: {result:?}"
+            );
+        }
+        let found: Vec<&str> =
+            top_level_objects(r#"a } {"x": "}{"} b {"y": {"z": 1}} {"#).collect();
+        assert_eq!(found, vec![r#"{"x": "}{"}"#, r#"{"y": {"z": 1}}"#]);
+        // Quotes in prose do not start a string.
+        let found: Vec<&str> = top_level_objects(r#"he said "hi {"a": 1} ok"#).collect();
+        assert_eq!(found, vec![r#"{"a": 1}"#]);
+    }
+
+    #[test]
+    fn brace_floods_parse_in_linear_time() {
+        let started = std::time::Instant::now();
+        for reply in [
+            "{".repeat(MAX_REPLY_BYTES),
+            "{".repeat(65_000),
+            format!("{}{}", "{".repeat(32_000), "}".repeat(32_000)),
+            "{}".repeat(MAX_REPLY_BYTES / 2),
+            format!("x{}", "{\"a\":".repeat(MAX_REPLY_BYTES / 6)),
+        ] {
+            assert!(parse_reply(&reply, &snapshot(), &policy()).is_err());
+        }
+        // Was ~4 s for one 64 KiB flood with the quadratic scan; now milliseconds even in a debug build.
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(1500),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(matches!(
+            parse_reply(&"{".repeat(MAX_REPLY_BYTES + 1), &snapshot(), &policy()),
+            Err(ReplyError::TooLong)
+        ));
     }
 
     #[test]

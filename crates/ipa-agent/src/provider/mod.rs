@@ -138,6 +138,30 @@ pub fn http_client(timeout: Duration) -> Result<reqwest::Client, Error> {
         .map_err(|e| Error::Client(e.to_string()))
 }
 
+/// Largest provider answer read (a reply is a few kB; a chat answer with a long rationale tens of kB).
+pub const MAX_PROVIDER_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// Reads a body as text, at most `max` bytes: a larger `Content-Length` is refused before reading, a chunked body
+/// as soon as it passes the cap. Invalid UTF-8 is replaced, as `Response::text` does.
+pub(crate) async fn read_capped(
+    mut response: reqwest::Response,
+    max: usize,
+) -> Result<String, String> {
+    let too_large = || format!("provider answer larger than {max} bytes");
+    if response.content_length().is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let mut body =
+        Vec::with_capacity(response.content_length().unwrap_or(0).min(max as u64) as usize);
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > max {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
 /// Backoff for 429/5xx/connection failures.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -181,10 +205,9 @@ pub(crate) async fn post_json(
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok())
                     .map(Duration::from_secs);
-                let text = response
-                    .text()
+                let text = read_capped(response, MAX_PROVIDER_BODY_BYTES)
                     .await
-                    .map_err(|e| ProviderError::Transport(redacted(&e.to_string(), redact)))?;
+                    .map_err(|e| ProviderError::Transport(redacted(&e, redact)))?;
                 if status.is_success() {
                     return serde_json::from_str(&text)
                         .map_err(|e| ProviderError::Decode(format!("body is not JSON: {e}")));

@@ -13,3 +13,6 @@ runAsUser: 65532
 capabilities: {drop: [ALL]}
 seccompProfile: {type: RuntimeDefault}
 {{- end -}}
+{{- define "ipa.agentTokenSecret" -}}
+{{ .Values.agent.auth.existingSecret | default (printf "%s-agent-token" .Release.Name) }}
+{{- end -}}
