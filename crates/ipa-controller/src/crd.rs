@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_INTERVAL_SECONDS: u64 = 60;
 /// Bounds on the interval: faster would hammer Prometheus and the agent, slower is not autoscaling.
 pub const MIN_INTERVAL_SECONDS: u64 = 5;
+/// Default fast-loop period when `spec.metadata.syncPeriod` is absent: HPA's.
+pub const DEFAULT_SYNC_PERIOD_SECONDS: u64 = 15;
 pub const MAX_INTERVAL_SECONDS: u64 = 3600;
 
 /// `spec` of an IPA: the seed kept everything under `spec.metadata`, and so do we.
@@ -48,9 +50,14 @@ pub struct IpaMetadata {
     pub llm_agent: String,
     /// The Deployments to scale.
     pub ipa_group: Vec<IpaGroup>,
-    /// Decision interval as a Go duration (`30s`, `1m`); default `60s`, bounded to 5 s … 1 h.
+    /// The advisory loop's interval (the agent is asked, pods are right-sized) as a Go duration (`30s`, `1m`);
+    /// default `60s`, bounded to 5 s … 1 h.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<kube::core::Duration>,
+    /// The fast loop's period (replicas follow the load; no agent is waited for) as a Go duration; default
+    /// `15s` (HPA's sync period), bounded to 5 s … `interval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_period: Option<kube::core::Duration>,
     /// `Auto` (apply decisions, the default) or `Recommend` (status only). A group's own `mode` wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
@@ -130,6 +137,18 @@ impl IpaMetadata {
         std::time::Duration::from_secs(wanted.clamp(MIN_INTERVAL_SECONDS, MAX_INTERVAL_SECONDS))
     }
 
+    /// The fast loop's period to requeue with, defaulted and bounded by the interval.
+    pub fn sync_period(&self) -> std::time::Duration {
+        let interval = self.interval();
+        self.sync_period
+            .map(std::time::Duration::from)
+            .unwrap_or(std::time::Duration::from_secs(DEFAULT_SYNC_PERIOD_SECONDS))
+            .clamp(
+                std::time::Duration::from_secs(MIN_INTERVAL_SECONDS),
+                interval,
+            )
+    }
+
     /// The mode of one group: its own, else the IPA's, else `Auto`.
     pub fn mode_of(&self, group: &IpaGroup) -> Mode {
         group.mode.or(self.mode).unwrap_or_default()
@@ -154,6 +173,9 @@ pub struct IpaStatus {
     /// RFC 3339 time the latest cycle finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_reconcile_time: Option<String>,
+    /// RFC 3339 time the advisory loop last asked the agent (or the built-in recommender).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_advice_time: Option<String>,
     /// `Ready`, `AgentAvailable`, `MetricsAvailable`, `TargetFound` over all groups.
     #[serde(default)]
     pub conditions: Vec<Condition>,

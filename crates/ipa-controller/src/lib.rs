@@ -5,6 +5,7 @@
 //! run the guardrails with the state kept in status, apply only what changed (scale subresource; a
 //! strategic-merge patch keyed on container name), and report status, conditions and Events.
 
+pub mod advisory;
 pub mod agent;
 pub mod apply;
 pub mod collect;
@@ -277,6 +278,7 @@ pub async fn run_until(
         },
     );
     let ctx = Arc::new(reconcile::Context {
+        advisories: Arc::default(),
         client: client.clone(),
         recorder,
         http: http.clone(),

@@ -19,6 +19,7 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::advisory::{self, Advisories};
 use crate::agent::AgentClient;
 use crate::collect::{self, CycleMetrics, Frame, TargetInfo};
 use crate::conditions::{self, Want};
@@ -64,6 +65,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Which `prometheusUri`/`llmAgent` URLs an IPA may use.
     pub urls: UrlPolicy,
+    /// The advisory loop's answers not yet used.
+    pub advisories: Arc<Advisories>,
     /// The token of the agent installed with the controller (`IPA_AGENT_TOKEN`), sent only to that agent.
     pub install_token: Option<String>,
     pub settings: Settings,
@@ -108,22 +111,25 @@ struct GroupOutcome {
     changes: Vec<String>,
     apply_failed: bool,
     agent_error: Option<String>,
+    /// The advisory loop spoke for this group this cycle.
+    advised: bool,
 }
 
 /// Entry point for the runtime `Controller`.
 pub async fn reconcile(ipa: Arc<IPA>, ctx: Arc<Context>) -> Result<Action, Error> {
     let name = ipa.name_any();
     let namespace = ipa.namespace().unwrap_or_default();
-    let interval = ipa.spec.metadata.interval();
+    // The fast loop's cadence; the advisory loop runs inside it once per `interval`.
+    let sync = ipa.spec.metadata.sync_period();
     let now = now_unix();
-    if let Some(wait) = not_due_for(ipa.status.as_ref(), ipa.metadata.generation, interval, now) {
+    if let Some(wait) = not_due_for(ipa.status.as_ref(), ipa.metadata.generation, sync, now) {
         return Ok(Action::requeue(Duration::from_secs(wait)));
     }
     let span = info_span!("reconcile", ipa = %name, namespace = %namespace, targets = ipa.spec.metadata.ipa_group.len());
     let started = Instant::now();
     let result = reconcile_cycle(&ipa, &ctx, now).instrument(span).await;
     ctx.metrics.reconciled(started.elapsed());
-    result.map(|()| Action::requeue(interval))
+    result.map(|()| Action::requeue(sync))
 }
 
 /// The runtime's error hook: count, log, and retry after a short pause (never a tight loop).
@@ -585,6 +591,7 @@ async fn refuse_urls(
         mode: ipa.spec.metadata.mode.unwrap_or_default().as_str().into(),
         last_decision: "refused: URL not allowed".into(),
         last_reconcile_time: rfc3339(now),
+        last_advice_time: previous.last_advice_time.clone(),
         conditions: conditions::merge(
             &previous.conditions,
             &wanted,
@@ -623,6 +630,78 @@ async fn write_status(
         Err(e) => Err(e),
     };
     written.map_err(Error::kube(format!("writing status of {namespace}/{name}")))
+}
+
+/// What the advisory side brought a target this cycle.
+#[derive(Debug, Clone)]
+enum Asked {
+    /// A fast cycle: nobody was asked.
+    Nothing,
+    /// The advisory cycle without an agent: the built-in advises.
+    Builtin,
+    /// The agent's proposal.
+    Proposal(Recommendation),
+    /// Asking the agent failed (the detail is in the controller's log).
+    Failed(String),
+}
+
+/// Asks the agent for every target of one IPA, storing each answer as it comes for the next cycle to use.
+async fn ask_all(
+    agent: AgentClient,
+    advisories: Arc<Advisories>,
+    key: String,
+    agent_url: String,
+    token: Option<String>,
+    requests: Vec<(IpaGroup, MetricsSnapshot)>,
+    concurrency: usize,
+) {
+    futures::stream::iter(requests)
+        .map(|(group, snap)| {
+            let (agent, url, token) = (&agent, &agent_url, token.as_deref());
+            async move {
+                let answer = match ask(agent, url, token, &group, &snap).await {
+                    (_, Some(e)) => Err(e),
+                    (Some(rec), None) => Ok(rec),
+                    (None, None) => Err(AGENT_FAILED.to_string()),
+                };
+                (snap.target, answer)
+            }
+        })
+        .buffer_unordered(concurrency)
+        .for_each(|(target, answer)| {
+            advisories.put(&key, target, answer);
+            std::future::ready(())
+        })
+        .await;
+    advisories.finish(&key);
+}
+
+fn with_agent(ipa: &IPA) -> bool {
+    !ipa.spec.metadata.llm_agent.trim().is_empty()
+}
+
+/// A group's previous condition of `type_`, to be kept as it was.
+fn carried(prev: Option<&GroupStatus>, type_: &'static str) -> Option<Want> {
+    prev.and_then(|p| want_of(&p.conditions, type_))
+}
+
+/// The IPA's previous condition of `type_`, to be kept as it was.
+fn carried_ipa(previous: &IpaStatus, type_: &'static str) -> Option<Want> {
+    want_of(&previous.conditions, type_)
+}
+
+fn want_of(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    type_: &'static str,
+) -> Option<Want> {
+    conditions.iter().find(|c| c.type_ == type_).map(|c| {
+        Want::new(
+            type_,
+            c.status == "True",
+            c.reason.clone(),
+            c.message.clone(),
+        )
+    })
 }
 
 /// A target that was found, with what it needs for the decision.
@@ -717,6 +796,7 @@ async fn reconcile_cycle(ipa: &IPA, ctx: &Context, now: i64) -> Result<(), Error
             changes: Vec::new(),
             apply_failed: false,
             agent_error: None,
+            advised: false,
         };
         if !seen.insert((group.namespace.clone(), group.deployment.clone())) {
             outcomes[index] = Some(missing(
@@ -916,28 +996,36 @@ async fn reconcile_cycle(ipa: &IPA, ctx: &Context, now: i64) -> Result<(), Error
             )
         })
         .collect();
-    let agent_url = spec.llm_agent.clone();
-    let answers: Vec<(usize, Option<Recommendation>, Option<String>)> =
-        futures::stream::iter(requests)
-            .map(|(index, group, snap, _policy)| {
-                let agent = ctx.agent.clone();
-                let agent_url = agent_url.clone();
-                let token = token.clone();
-                async move {
-                    let (rec, err) = ask(&agent, &agent_url, token.as_deref(), &group, &snap).await;
-                    (index, rec, err)
-                }
-            })
-            .buffer_unordered(s.agent_concurrency.max(1))
-            .collect()
-            .await;
-    let answers: HashMap<usize, (Option<Recommendation>, Option<String>)> =
-        answers.into_iter().map(|(i, r, e)| (i, (r, e))).collect();
+    // The advisory loop, once per interval: the agent is asked in a task of its own and this cycle waits only
+    // briefly; later answers are used by the next fast cycle. Without an agent the built-in advises.
+    let key = format!("{namespace}/{name}");
+    let last_advice = previous.last_advice_time.as_deref().and_then(parse_rfc3339);
+    let advisory_due = advisory::due(last_advice, interval, now);
+    let with_agent = !spec.llm_agent.trim().is_empty();
+    if advisory_due && with_agent && !requests.is_empty() && ctx.advisories.start(&key) {
+        let asking = ask_all(
+            ctx.agent.clone(),
+            ctx.advisories.clone(),
+            key.clone(),
+            spec.llm_agent.clone(),
+            token,
+            requests
+                .into_iter()
+                .map(|(_, g, snap, _)| (g, snap))
+                .collect(),
+            s.agent_concurrency.max(1),
+        );
+        let _ = tokio::time::timeout(advisory::WAIT_FOR_ANSWERS, tokio::spawn(asking)).await;
+    }
+    let mut answers = ctx.advisories.take(&key);
 
     // 4. Guard, apply, report — per target, each on its own.
     for (f, snap) in found.iter().zip(&snapshots) {
-        let Some((rec, agent_error)) = answers.get(&f.index).cloned() else {
-            continue;
+        let advice = match answers.remove(&f.info.target) {
+            Some(Ok(rec)) => Asked::Proposal(rec),
+            Some(Err(e)) => Asked::Failed(e),
+            None if advisory_due && !with_agent => Asked::Builtin,
+            None => Asked::Nothing,
         };
         let prev = previous_groups
             .get(&(
@@ -945,24 +1033,16 @@ async fn reconcile_cycle(ipa: &IPA, ctx: &Context, now: i64) -> Result<(), Error
                 f.info.target.deployment.as_str(),
             ))
             .copied();
-        let outcome = decide_and_apply(
-            ipa,
-            ctx,
-            f,
-            snap,
-            rec,
-            agent_error,
-            prev,
-            now,
-            &metric_errors,
-        )
-        .await;
+        let outcome = decide_and_apply(ipa, ctx, f, snap, advice, prev, now, &metric_errors).await;
         outcomes[f.index] = Some(outcome);
     }
 
     // 5. Status.
     let outcomes: Vec<GroupOutcome> = outcomes.into_iter().flatten().collect();
     let mut status = ipa_status(ipa, previous, &outcomes, &metric_errors, now);
+    if advisory_due {
+        status.last_advice_time = rfc3339(now);
+    }
     let detail = fit_status(&mut status, STATUS_BUDGET_BYTES);
     if detail != Detail::Full {
         info!(
@@ -988,8 +1068,7 @@ async fn decide_and_apply(
     ctx: &Context,
     f: &Found,
     snap: &MetricsSnapshot,
-    proposal: Option<Recommendation>,
-    agent_error: Option<String>,
+    asked: Asked,
     prev: Option<&GroupStatus>,
     now: i64,
     metric_errors: &[String],
@@ -998,10 +1077,17 @@ async fn decide_and_apply(
     let guard_state = prev
         .map(|p| ipa_core::GuardState::from(&p.guard_state))
         .unwrap_or_default();
+    let advised = !matches!(asked, Asked::Nothing);
+    let (proposal, agent_error) = match asked {
+        Asked::Proposal(p) => (Some(p), None),
+        Asked::Failed(e) => (None, Some(e)),
+        Asked::Builtin | Asked::Nothing => (None, None),
+    };
     let advice = match (&proposal, &agent_error) {
         (_, Some(e)) => Advice::Failed(e),
         (Some(p), None) => Advice::Proposal(p),
-        (None, None) => Advice::Builtin,
+        (None, None) if advised => Advice::Builtin,
+        (None, None) => Advice::None,
     };
     // Every reply from an agent is held by `decide` whatever `source` it claims: it came from the network.
     let safe = ipa_core::decide(snap, &f.policy, advice, &guard_state, now);
@@ -1143,6 +1229,16 @@ async fn decide_and_apply(
             )
         },
         match (&agent_error, rec.source) {
+            // A fast cycle asked nobody: the agent's last word stands.
+            _ if !advised && with_agent(ipa) => carried(prev, conditions::AGENT_AVAILABLE)
+                .unwrap_or_else(|| {
+                    Want::new(
+                        conditions::AGENT_AVAILABLE,
+                        true,
+                        "Asking",
+                        "the agent is asked once per interval; no answer yet",
+                    )
+                }),
             (Some(e), _) => Want::new(
                 conditions::AGENT_AVAILABLE,
                 false,
@@ -1212,6 +1308,7 @@ async fn decide_and_apply(
         changes,
         apply_failed,
         agent_error,
+        advised,
     }
 }
 
@@ -1373,6 +1470,16 @@ fn ipa_status(
             "BuiltinRecommender",
             "no agent configured; built-in recommender",
         )
+    } else if !outcomes.iter().any(|o| o.advised) {
+        // A fast cycle asked nobody: the agent's last word stands.
+        carried_ipa(previous, conditions::AGENT_AVAILABLE).unwrap_or_else(|| {
+            Want::new(
+                conditions::AGENT_AVAILABLE,
+                true,
+                "Asking",
+                "the agent is asked once per interval; no answer yet",
+            )
+        })
     } else if let Some(e) = agent_errors.first() {
         Want::new(
             conditions::AGENT_AVAILABLE,
@@ -1444,6 +1551,7 @@ fn ipa_status(
         mode: spec.mode.unwrap_or_default().as_str().into(),
         last_decision,
         last_reconcile_time: rfc3339(now),
+        last_advice_time: previous.last_advice_time.clone(),
         conditions: conditions::merge(
             &previous.conditions,
             &wanted,

@@ -172,6 +172,7 @@ async fn scale_benchmark() -> TestResult {
     let metrics = Arc::new(Metrics::default());
     let http = reqwest::Client::new();
     let ctx = Arc::new(Context {
+        advisories: Arc::default(),
         client: client.clone(),
         recorder: Recorder::new(
             client.clone(),
