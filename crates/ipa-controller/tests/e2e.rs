@@ -214,27 +214,34 @@ impl Bed {
 
     /// Starts the controller in this process, watching only `ns`.
     fn controller(&self, ns: &str) -> Controller {
+        self.controller_with(ns, &["--agent-timeout", "3s"])
+    }
+
+    /// Starts the controller in this process, watching only `ns`, with extra arguments.
+    fn controller_with(&self, ns: &str, extra: &[&str]) -> Controller {
         #[derive(Parser)]
         struct Cli {
             #[command(flatten)]
             args: ControllerArgs,
         }
         // Short windows for a 2 s scrape interval, so a test sees reactions within seconds.
-        let cli = Cli::parse_from([
-            "controller",
-            "--namespace",
-            ns,
-            "--rate-window",
-            "10s",
-            "--window",
-            "60s",
-            "--history",
-            "5m",
-            "--agent-timeout",
-            "3s",
-            "--prometheus-timeout",
-            "5s",
-        ]);
+        let cli = Cli::parse_from(
+            [
+                "controller",
+                "--namespace",
+                ns,
+                "--rate-window",
+                "10s",
+                "--window",
+                "60s",
+                "--history",
+                "5m",
+                "--prometheus-timeout",
+                "5s",
+            ]
+            .into_iter()
+            .chain(extra.iter().copied()),
+        );
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let handle = tokio::spawn(ipa_controller::run_until(cli.args, async move {
             let _ = rx.await;
@@ -1400,6 +1407,99 @@ async fn url_outside_the_allow_list_is_refused_without_network_detail() -> TestR
     assert_eq!(after.metadata.generation, before.metadata.generation);
     controller.assert_running()?;
     controller.stop().await?;
+    bed.cleanup(ns, &[app]).await;
+    Ok(())
+}
+
+/// Issue 10: the advisory loop's agent takes 20 s to answer (a hosted LLM can take 30 s); the fast loop must not
+/// wait for it. With `interval: 60s`, a load step is met by the fast loop within 35 s, and the agent is asked once
+/// per interval, not once per fast cycle.
+#[tokio::test]
+#[ignore = "needs the test bed (make test)"]
+async fn a_slow_agent_never_delays_a_scale_up() -> TestResult {
+    let bed = Bed::connect().await?;
+    let (ns, app) = ("slowagent", "web");
+    bed.fresh_namespace(ns).await?;
+    let resources = json!({"requests": {"cpu": "500m", "memory": "128Mi"}});
+    bed.create_app(ns, app, Some(resources), None).await?;
+    bed.load(ns, app, 5.0, None).await?;
+    let cpu = format!(
+        "sum(rate(container_cpu_usage_seconds_total{{namespace=\"{ns}\",pod=~\"{app}-.*\"}}[10s]))"
+    );
+    wait_for(
+        "base-load CPU in Prometheus",
+        Duration::from_secs(90),
+        || async { Ok(bed.query(&cpu).await?.filter(|v| *v > 0.05)) },
+    )
+    .await?;
+
+    // The agent: answers "1 replica" after 20 s, and counts how often it was asked.
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = calls.clone();
+    let slow = axum::Router::new().route(
+        "/v1/recommend",
+        post(move || {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_secs(20)).await;
+                axum::Json(
+                    json!({"replicas": 1, "containers": [], "rationale": "slow", "source": "llm"}),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let agent = format!("http://{}", listener.local_addr()?);
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, slow).await;
+    });
+    let controller = bed.controller_with(ns, &["--agent-timeout", "30s"]);
+    let manifest = format!(
+        "apiVersion: ipa.shafinhasnat.me/v1alpha1\nkind: IPA\nmetadata:\n  name: slow\nspec:\n  metadata:\n    \
+         prometheusUri: {}\n    llmAgent: {agent}\n    interval: 60s\n    ipaGroup:\n      \
+         - {{deployment: {app}, namespace: {ns}, maxReplicas: 10}}\n",
+        bed.prometheus
+    );
+    bed.apply_ipa(ns, &manifest).await?;
+    let started = Instant::now();
+    wait_for(
+        "the first cycle's status",
+        Duration::from_secs(30),
+        || async {
+            Ok(bed
+                .status(ns, "slow")
+                .await?
+                .filter(|s| !s.groups.is_empty()))
+        },
+    )
+    .await?;
+    // The agent is being asked (its answer takes 20 s); step the load now.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before = bed.replicas(ns, app).await?;
+    bed.load(ns, app, 40.0, None).await?;
+    let stepped = Instant::now();
+    let up = wait_for("a scale-up", Duration::from_secs(35), || async {
+        let r = bed.replicas(ns, app).await?;
+        Ok((r > before).then_some(r))
+    })
+    .await?;
+    let reaction = stepped.elapsed();
+    println!("scaled {before} -> {up} {reaction:?} after the step");
+    assert!(reaction <= Duration::from_secs(35), "{reaction:?}");
+    // Keep going past one interval: the agent is asked once per interval, not once per 15 s cycle.
+    let until = started + Duration::from_secs(75);
+    tokio::time::sleep(until.saturating_duration_since(Instant::now())).await;
+    let asked = calls.load(std::sync::atomic::Ordering::SeqCst);
+    let elapsed = started.elapsed().as_secs();
+    println!("agent asked {asked} times in {elapsed} s");
+    assert!(
+        (1..=2).contains(&asked),
+        "asked {asked} times in {elapsed} s"
+    );
+    controller.assert_running()?;
+    controller.stop().await?;
+    server.abort();
     bed.cleanup(ns, &[app]).await;
     Ok(())
 }

@@ -488,27 +488,7 @@ pub fn render_table(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn score(trace: &str, policy: &str, cpu: f64, slo: u64, restarts: u64) -> Score {
-        Score {
-            trace: trace.to_string(),
-            policy: policy.to_string(),
-            minutes: 60.0,
-            cpu_core_hours: cpu,
-            memory_gib_hours: 0.0,
-            slo_violation_minutes: slo,
-            dropped_requests: 0.0,
-            oom_kills: 0,
-            restarts,
-            scale_actions: 0,
-            slack: 0.0,
-            theta_u: 0.0,
-            theta_o: 0.0,
-            tau_u: 0.0,
-            tau_o: 0.0,
-            jitter: 0.0,
-        }
-    }
+    use crate::targets::tests::score;
 
     /// The NAB traces beside the repository (CI has a copy of shared/ next to its clone): every one loads, and
     /// a short bench gives one complete row per (trace, policy).

@@ -203,10 +203,11 @@ pub fn render(ratios: &[Ratios]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn score(trace: &str, policy: &str, cost: f64, slo: u64, restarts: u64) -> Score {
+    /// A score row with the fields the targets read (the others zero), for tests.
+    pub(crate) fn score(trace: &str, policy: &str, cost: f64, slo: u64, restarts: u64) -> Score {
         Score {
             trace: trace.into(),
             policy: policy.into(),
