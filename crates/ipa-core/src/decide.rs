@@ -177,7 +177,7 @@ fn defer_unready_shrink(
                 .or(c.requests.cpu)
                 .map_or(0, |v| v.0)
         })
-        .sum();
+        .fold(0u64, u64::saturating_add);
     if new == 0 || new >= old.0 {
         return;
     }
@@ -420,6 +420,32 @@ mod tests {
                 .iter()
                 .all(|c| c.requests.cpu <= Some(CpuMillis(120)))
         );
+    }
+
+    proptest::proptest! {
+        /// A guard state kept in status and quantities from the network may hold anything: times far in the
+        /// past or future, u64::MAX requests. No decision panics (debug) or wraps (release), and the bounds hold.
+        #[test]
+        fn crafted_state_and_quantities_never_panic(
+            t in proptest::prelude::any::<i64>(), now in proptest::prelude::any::<i64>(),
+            cpu in proptest::prelude::any::<u64>(), memory in proptest::prelude::any::<u64>(),
+            replicas in proptest::prelude::any::<u32>(), per_pod in 0.0f64..1e12,
+        ) {
+            let p = Policy::default().resolve();
+            let mut s = snapshot(replicas.max(1), replicas.max(1), SeriesStats::constant(per_pod, 20), SeriesStats::constant(per_pod, 20));
+            s.containers[0].requests = Resources { cpu: Some(CpuMillis(cpu)), memory: Some(Bytes(memory)) };
+            s.containers.push(s.containers[0].clone());
+            let state = GuardState {
+                recommendations: vec![(t, replicas)],
+                scale_events: vec![(t, replicas, replicas)],
+                last_resize_at: Some(t),
+                floor: Some(Floor { replicas, until: t, for_shrink: t % 2 == 0 }),
+            };
+            for advice in [Advice::None, Advice::Builtin, Advice::Failed("x")] {
+                let d = decide(&s, &p, advice, &state, now);
+                proptest::prop_assert!(d.replicas >= p.min_replicas && d.replicas <= p.max_replicas);
+            }
+        }
     }
 
     #[test]

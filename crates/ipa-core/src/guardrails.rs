@@ -534,7 +534,7 @@ fn pod_total(
                 .or_else(|| get(&c.requests))
                 .unwrap_or(0)
         })
-        .sum()
+        .fold(0u64, u64::saturating_add)
 }
 
 fn missing_list(snapshot: &MetricsSnapshot) -> String {

@@ -201,12 +201,13 @@ impl MetricsSnapshot {
         !self.missing.is_empty() || self.cpu_per_pod.is_none()
     }
 
-    /// Sum of the CPU requests of the containers of one pod, when every container has one.
+    /// Sum of the CPU requests of the containers of one pod, when every container has one. The sums saturate:
+    /// quantities come from the network, and a crafted snapshot must not wrap (release) or panic (debug).
     pub fn pod_cpu_request(&self) -> Option<CpuMillis> {
         self.containers
             .iter()
             .map(|c| c.requests.cpu.map(|v| v.0))
-            .sum::<Option<u64>>()
+            .try_fold(0u64, |sum, v| v.map(|v| sum.saturating_add(v)))
             .map(CpuMillis)
     }
 
@@ -215,7 +216,7 @@ impl MetricsSnapshot {
         self.containers
             .iter()
             .map(|c| c.limits.cpu.map(|v| v.0))
-            .sum::<Option<u64>>()
+            .try_fold(0u64, |sum, v| v.map(|v| sum.saturating_add(v)))
             .map(CpuMillis)
     }
 
@@ -235,7 +236,7 @@ impl MetricsSnapshot {
         self.containers
             .iter()
             .map(|c| c.requests.memory.map(|v| v.0))
-            .sum::<Option<u64>>()
+            .try_fold(0u64, |sum, v| v.map(|v| sum.saturating_add(v)))
             .map(Bytes)
     }
 }
