@@ -45,6 +45,22 @@ fn duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| e.to_string())
 }
 
+/// The controller's HTTP client (Prometheus and the agent). No redirects: an allowed URL must not bounce the
+/// controller (and a token) somewhere else.
+pub fn http_client() -> Result<reqwest::Client, Error> {
+    // rustls needs its crypto provider chosen once per process (a no-op when it already is).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .user_agent(concat!("ipa-controller/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(5))
+        // Drop idle keep-alive connections before the agent does (its idle timeout is at least 60 s), so a request
+        // never races the server's close.
+        .pool_idle_timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(Error::Http)
+}
+
 /// Arguments of `ipa controller`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ControllerArgs {
@@ -260,16 +276,7 @@ pub async fn run_until(
     if install_token.is_some() && args.agent_url.is_none() {
         warn!("IPA_AGENT_TOKEN is set but --agent-url is not: the token is never sent");
     }
-    // No redirects: an allowed URL must not bounce the controller (and a token) somewhere else.
-    let http = reqwest::Client::builder()
-        .user_agent(concat!("ipa-controller/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(5))
-        // Drop idle keep-alive connections before the agent does (its idle timeout is at least 60 s), so a request
-        // never races the server's close.
-        .pool_idle_timeout(Duration::from_secs(30))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(Error::Http)?;
+    let http = http_client()?;
     let recorder = Recorder::new(
         client.clone(),
         Reporter {

@@ -108,8 +108,9 @@ pub struct BenchArgs {
     pub traces_dir: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
-    /// Adds rows for IPA with another advisor: `random` (uniformly random proposals, fixed seed) or
-    /// `replay:FILE` (recommendations from an agent's decision log or dataset, JSON lines, in order).
+    /// Adds rows for IPA with another advisor: `random` (uniformly random proposals, fixed seed),
+    /// `replay:FILE` (recommendations from an agent's decision log or dataset, JSON lines, in order) or
+    /// `agent:URL` (a live agent, asked once per simulated interval: slow, for short runs with --limit-hours).
     #[arg(long)]
     pub advisor: Option<AdvisorChoice>,
     /// Whether the simulated cluster resizes pods in place (`pods/resize`, Kubernetes ≥ 1.33); `false` turns
@@ -125,7 +126,11 @@ pub struct BenchArgs {
 pub enum AdvisorChoice {
     Random,
     Replay(PathBuf),
+    Agent(String),
 }
+
+/// Makes the advisor that asks a live agent at a URL. The simulator does no IO: the `ipa` binary brings it.
+pub type AgentAdvisorFactory = dyn Fn(&str) -> Result<Box<dyn Advisor>, String> + Sync;
 
 impl std::str::FromStr for AdvisorChoice {
     type Err = String;
@@ -133,19 +138,31 @@ impl std::str::FromStr for AdvisorChoice {
         match s.split_once(':') {
             None if s == "random" => Ok(Self::Random),
             Some(("replay", path)) if !path.is_empty() => Ok(Self::Replay(PathBuf::from(path))),
-            _ => Err(format!("unknown advisor {s:?}: use random or replay:FILE")),
+            Some(("agent", url)) if !url.is_empty() => Ok(Self::Agent(url.to_string())),
+            _ => Err(format!(
+                "unknown advisor {s:?}: use random, replay:FILE or agent:URL"
+            )),
         }
     }
 }
 
 impl AdvisorChoice {
     /// The advisor for one run (each run gets its own, from the start).
-    fn build(&self, recorded: &[Recommendation]) -> Option<Box<dyn Advisor>> {
+    fn build(
+        &self,
+        recorded: &[Recommendation],
+        agent: Option<&AgentAdvisorFactory>,
+    ) -> Option<Box<dyn Advisor>> {
         match self {
             Self::Random => Some(Box::new(RandomAdvisor::new(RandomAdvisor::SEED))),
             Self::Replay(_) => {
                 ReplayAdvisor::new(recorded.to_vec()).map(|a| Box::new(a) as Box<dyn Advisor>)
             }
+            Self::Agent(url) => agent.and_then(|make| {
+                make(url)
+                    .map_err(|e| tracing::warn!(error = %e, "cannot make the agent advisor"))
+                    .ok()
+            }),
         }
     }
 }
@@ -256,7 +273,17 @@ pub fn simulate(args: &SimulateArgs) -> Result<(), CliError> {
 
 /// `ipa bench`.
 pub fn bench(args: &BenchArgs) -> Result<(), CliError> {
+    bench_with(args, None)
+}
+
+/// `ipa bench`, with the factory of the live-agent advisor (`--advisor agent:URL`).
+pub fn bench_with(args: &BenchArgs, agent: Option<&AgentAdvisorFactory>) -> Result<(), CliError> {
     check_workload_args(&args.workload)?;
+    if matches!(args.advisor, Some(AdvisorChoice::Agent(_))) && agent.is_none() {
+        return Err(CliError::Invalid(
+            "--advisor agent:URL needs the ipa binary (it brings the HTTP client)".to_string(),
+        ));
+    }
     let paths = if args.trace.is_empty() {
         let dir = match &args.traces_dir {
             Some(dir) => dir.clone(),
@@ -311,7 +338,7 @@ pub fn bench(args: &BenchArgs) -> Result<(), CliError> {
             match kind {
                 Some(kind) => Some(run(workload, &settings, kind, false, &mut progress).score),
                 None => {
-                    let advisor = args.advisor.as_ref()?.build(&recorded)?;
+                    let advisor = args.advisor.as_ref()?.build(&recorded, agent)?;
                     let mut ipa = Ipa::new(&settings, advisor);
                     let replicas = settings.initial_replicas(PolicyKind::Ipa, workload);
                     let template = settings.initial_template;
@@ -489,6 +516,23 @@ pub fn render_table(
 mod tests {
     use super::*;
     use crate::targets::tests::score;
+
+    #[test]
+    fn advisor_choices_parse_and_garbage_is_refused() {
+        let parse = |s: &str| s.parse::<AdvisorChoice>();
+        assert_eq!(parse("random"), Ok(AdvisorChoice::Random));
+        assert_eq!(
+            parse("replay:log.jsonl"),
+            Ok(AdvisorChoice::Replay(PathBuf::from("log.jsonl")))
+        );
+        assert_eq!(
+            parse("agent:http://127.0.0.1:8000"),
+            Ok(AdvisorChoice::Agent("http://127.0.0.1:8000".into()))
+        );
+        for bad in ["", "replay:", "agent:", "llm", "random:1"] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
 
     /// The NAB traces beside the repository (CI has a copy of shared/ next to its clone): every one loads, and
     /// a short bench gives one complete row per (trace, policy).

@@ -1,5 +1,7 @@
 //! `ipa`: one binary, one subcommand per part of the product.
 
+mod agent_advisor;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -54,7 +56,9 @@ fn main() -> ExitCode {
     init_tracing();
     let result: anyhow::Result<()> = match cli.command {
         Command::Simulate(args) => ipa_sim::cli::simulate(&args).map_err(Into::into),
-        Command::Bench(args) => ipa_sim::cli::bench(&args).map_err(Into::into),
+        Command::Bench(args) => {
+            ipa_sim::cli::bench_with(&args, Some(&agent_advisor::make)).map_err(Into::into)
+        }
         Command::Controller(args) => {
             runtime().and_then(|rt| rt.block_on(ipa_controller::run(args)).map_err(Into::into))
         }
