@@ -375,6 +375,66 @@ mod tests {
         }
     }
 
+    /// The simulator's `ipa` is `ipa_core::decide` and nothing else: at every step, what it applies is what
+    /// `decide` returns for the snapshot it built, the advice of that step and the guard state it had — the
+    /// same call the controller makes with its own snapshot.
+    #[test]
+    fn the_policy_applies_exactly_what_decide_returns() {
+        let settings = SimSettings::default();
+        let mut ipa = Ipa::new(&settings, Box::new(BuiltinAdvisor));
+        let template = settings.initial_template;
+        let mut replicas = 2u32;
+        let mut changes = 0;
+        for step in 0..240u32 {
+            let cpu = 0.1 + 0.9 * (f64::from(step) / 25.0).sin().abs();
+            let out = outcome(replicas, cpu);
+            let now = 1_000_000 + i64::from(step) * 15;
+            let obs = Observation {
+                now,
+                step: step as usize,
+                step_seconds: 15.0,
+                replicas,
+                template,
+                rollout_in_progress: false,
+                outcome: &out,
+                oom_kills_total: 0,
+                restarts_total: 0,
+            };
+            let state_before = ipa.state.clone();
+            let (decided_before, advised_before) = (ipa.last_decision, ipa.last_advice);
+            let action = ipa.decide(&obs);
+            if ipa.last_decision == decided_before {
+                assert_eq!(
+                    action,
+                    Action::default(),
+                    "no decision between sync periods"
+                );
+                continue;
+            }
+            let advice = if ipa.last_advice == advised_before {
+                Advice::None
+            } else {
+                Advice::Builtin
+            };
+            let expected =
+                ipa_core::decide(&ipa.snapshot(&obs), &ipa.policy, advice, &state_before, now);
+            assert_eq!(
+                action.replicas,
+                (expected.replicas != replicas).then_some(expected.replicas),
+                "step {step}"
+            );
+            assert_eq!(ipa.state, expected.state, "step {step}");
+            if let Some(r) = action.replicas {
+                replicas = r;
+                changes += 1;
+            }
+        }
+        assert!(
+            changes > 2,
+            "the load moved the replicas: {changes} changes"
+        );
+    }
+
     #[test]
     fn snapshot_summarizes_the_window_and_reports_missing_cpu() {
         let settings = SimSettings::default();
