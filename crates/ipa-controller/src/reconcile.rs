@@ -446,30 +446,27 @@ impl std::fmt::Debug for Context {
     }
 }
 
-/// Asks the advisor for one target: `(None, None)` when no agent is configured (the built-in recommender
-/// advises, in the core), the agent's proposal, or the agent's error (the built-in then stands in, in the core).
+/// Asks the agent for one target: its proposal, or what status may say about its failure (the built-in then
+/// stands in, in the core).
 async fn ask(
     agent: &AgentClient,
     agent_url: &str,
     token: Option<&str>,
     group: &IpaGroup,
     snapshot: &MetricsSnapshot,
-) -> (Option<Recommendation>, Option<String>) {
-    if agent_url.trim().is_empty() {
-        return (None, None);
-    }
+) -> Result<Recommendation, String> {
     let request = RecommendRequest {
         snapshot: snapshot.clone(),
         policy: group.policy.clone(),
     };
-    match agent.recommend(agent_url, token, &request).await {
-        Ok(rec) => (Some(rec), None),
-        Err(e) => {
+    agent
+        .recommend(agent_url, token, &request)
+        .await
+        .map_err(|e| {
             // The detail (URL, HTTP status, reply) goes to the log only, never to status or Events.
             warn!(target = %snapshot.target, error = %e, "agent failed; built-in recommender used");
-            (None, Some(AGENT_FAILED.to_string()))
-        }
-    }
+            AGENT_FAILED.to_string()
+        })
 }
 
 /// What status says when the agent failed: no URL, status code or error text (see [`ask`]).
@@ -659,11 +656,7 @@ async fn ask_all(
         .map(|(group, snap)| {
             let (agent, url, token) = (&agent, &agent_url, token.as_deref());
             async move {
-                let answer = match ask(agent, url, token, &group, &snap).await {
-                    (_, Some(e)) => Err(e),
-                    (Some(rec), None) => Ok(rec),
-                    (None, None) => Err(AGENT_FAILED.to_string()),
-                };
+                let answer = ask(agent, url, token, &group, &snap).await;
                 (snap.target, answer)
             }
         })
@@ -974,45 +967,29 @@ async fn reconcile_cycle(ipa: &IPA, ctx: &Context, now: i64) -> Result<(), Error
         .map(|f| collect::snapshot(&f.info, &index, frame))
         .collect();
 
-    // 3. Ask the provider for every target, concurrently but bounded.
-    let agent_url = (!spec.llm_agent.trim().is_empty())
-        .then(|| ctx.urls.check(&spec.llm_agent).ok())
-        .flatten();
-    let token = if found.is_empty() {
-        None
-    } else {
-        agent_token(ipa, ctx, agent_url.as_ref()).await
-    };
-    // Owned inputs per request: the futures run concurrently and must not borrow across the stream.
-    let requests: Vec<(usize, IpaGroup, MetricsSnapshot, ResolvedPolicy)> = found
-        .iter()
-        .zip(&snapshots)
-        .map(|(f, snap)| {
-            (
-                f.index,
-                spec.ipa_group[f.index].clone(),
-                snap.clone(),
-                f.policy.clone(),
-            )
-        })
-        .collect();
-    // The advisory loop, once per interval: the agent is asked in a task of its own and this cycle waits only
-    // briefly; later answers are used by the next fast cycle. Without an agent the built-in advises.
+    // 3. Ask: the advisory loop, once per interval. The agent is asked in a task of its own and this cycle
+    // waits only briefly; later answers are used by the next fast cycle. Without an agent the built-in advises.
+    // Fast cycles read no Secret and copy no snapshot.
     let key = format!("{namespace}/{name}");
     let last_advice = previous.last_advice_time.as_deref().and_then(parse_rfc3339);
     let advisory_due = advisory::due(last_advice, interval, now);
-    let with_agent = !spec.llm_agent.trim().is_empty();
-    if advisory_due && with_agent && !requests.is_empty() && ctx.advisories.start(&key) {
+    let with_agent = with_agent(ipa);
+    if advisory_due && with_agent && !found.is_empty() && ctx.advisories.start(&key) {
+        let agent_url = ctx.urls.check(&spec.llm_agent).ok();
+        let token = agent_token(ipa, ctx, agent_url.as_ref()).await;
+        // Owned inputs: the task outlives this cycle.
+        let requests = found
+            .iter()
+            .zip(&snapshots)
+            .map(|(f, snap)| (spec.ipa_group[f.index].clone(), snap.clone()))
+            .collect();
         let asking = ask_all(
             ctx.agent.clone(),
             ctx.advisories.clone(),
             key.clone(),
             spec.llm_agent.clone(),
             token,
-            requests
-                .into_iter()
-                .map(|(_, g, snap, _)| (g, snap))
-                .collect(),
+            requests,
             s.agent_concurrency.max(1),
         );
         let _ = tokio::time::timeout(advisory::WAIT_FOR_ANSWERS, tokio::spawn(asking)).await;
