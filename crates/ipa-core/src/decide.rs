@@ -87,13 +87,12 @@ fn advise(
     notes: &mut Vec<GuardrailNote>,
     why: &mut Vec<String>,
 ) -> Option<Recommendation> {
-    let evidence = match advice {
-        Advice::None => return None,
-        _ => recommend(snapshot, policy),
-    };
+    if matches!(advice, Advice::None) {
+        return None;
+    }
+    let evidence = recommend(snapshot, policy);
     let mut advised = match advice {
-        Advice::None => return None,
-        Advice::Builtin => evidence.clone(),
+        Advice::None | Advice::Builtin => evidence.clone(),
         Advice::Failed(reason) => {
             why.push(format!(
                 "advisor failed ({}): the built-in recommender stands in",

@@ -304,6 +304,8 @@ fn hold_resource<T: Copy + std::fmt::Display>(
     }
 }
 
+/// Replicas after the guard: bounds, stabilization, the advisor's floor, the scale-down holds, step limits and
+/// node capacity, in that order. `need` caps an advisor's floor (see [`apply_floor`]).
 #[allow(clippy::too_many_arguments)]
 fn guard_replicas(
     (proposed, need): (u32, Option<f64>),
@@ -315,61 +317,102 @@ fn guard_replicas(
     notes: &mut Vec<GuardrailNote>,
 ) -> u32 {
     let current = snapshot.replicas;
-    let mut desired = bound(proposed, policy, notes);
-
-    // HPA's stabilization: remember every (bounded) recommendation; scale down only to the highest of the
-    // window, scale up only to the lowest of the up-window.
-    state.recommendations.push((now, desired));
-    if desired < current {
-        let window = i64::from(policy.scale_down.stabilization_window_seconds);
-        let highest =
-            window_extreme(&state.recommendations, now, window, u32::max).unwrap_or(desired);
-        let stabilized = highest.min(current).max(desired);
-        if stabilized != desired {
-            notes.push(GuardrailNote::new(
-                Rule::ScaleDownStabilization,
-                format!("scale-down to {desired} held at {stabilized}: highest recommendation in the last {window}s"),
-            ));
-            desired = stabilized;
-        }
-    } else if desired > current {
-        let window = i64::from(policy.scale_up.stabilization_window_seconds);
-        let lowest =
-            window_extreme(&state.recommendations, now, window, u32::min).unwrap_or(desired);
-        let stabilized = lowest.max(current).min(desired);
-        if stabilized != desired {
-            notes.push(GuardrailNote::new(
-                Rule::ScaleUpStabilization,
-                format!("scale-up to {desired} held at {stabilized}: lowest recommendation in the last {window}s"),
-            ));
-            desired = stabilized;
-        }
-    }
-
+    let desired = bound(proposed, policy, notes);
+    let desired = stabilize(desired, current, policy, state, now, notes);
     let need = need.unwrap_or(f64::from(desired));
-    desired = apply_floor(desired, need, state, now, notes).min(policy.max_replicas);
+    let desired = apply_floor(desired, need, state, now, notes).min(policy.max_replicas);
+    let desired = hold_scale_down(desired, snapshot, policy, notes);
+    let desired = limit_steps(desired, snapshot, policy, state, containers, now, notes);
+    // The bounds win over everything (a Deployment outside them is brought inside at once).
+    bound(desired, policy, &mut Vec::new())
+}
 
-    if desired < current && snapshot.has_missing_inputs() && current <= policy.max_replicas {
+/// HPA's stabilization: remember every (bounded) recommendation; scale down only to the highest of the window,
+/// scale up only to the lowest of the up-window.
+fn stabilize(
+    desired: u32,
+    current: u32,
+    policy: &ResolvedPolicy,
+    state: &mut GuardState,
+    now: i64,
+    notes: &mut Vec<GuardrailNote>,
+) -> u32 {
+    state.recommendations.push((now, desired));
+    let (rules, pick, rule, which) = if desired < current {
+        (
+            &policy.scale_down,
+            u32::max as fn(u32, u32) -> u32,
+            Rule::ScaleDownStabilization,
+            "highest",
+        )
+    } else if desired > current {
+        (
+            &policy.scale_up,
+            u32::min as fn(u32, u32) -> u32,
+            Rule::ScaleUpStabilization,
+            "lowest",
+        )
+    } else {
+        return desired;
+    };
+    let window = i64::from(rules.stabilization_window_seconds);
+    let extreme = window_extreme(&state.recommendations, now, window, pick).unwrap_or(desired);
+    // Between the current count and the desired one, whichever way the change goes.
+    let stabilized = extreme.clamp(desired.min(current), desired.max(current));
+    if stabilized != desired {
+        let direction = if desired < current {
+            "scale-down"
+        } else {
+            "scale-up"
+        };
         notes.push(GuardrailNote::new(
+            rule,
+            format!("{direction} to {desired} held at {stabilized}: {which} recommendation in the last {window}s"),
+        ));
+    }
+    stabilized
+}
+
+/// No scale-down on partial data, or while a rollout swaps old pods for new ones of an unproven size.
+fn hold_scale_down(
+    desired: u32,
+    snapshot: &MetricsSnapshot,
+    policy: &ResolvedPolicy,
+    notes: &mut Vec<GuardrailNote>,
+) -> u32 {
+    let current = snapshot.replicas;
+    if desired >= current {
+        return desired;
+    }
+    let why = if snapshot.has_missing_inputs() && current <= policy.max_replicas {
+        (
             Rule::MissingInputs,
-            format!(
-                "no scale-down to {desired} while inputs are missing ({})",
-                missing_list(snapshot)
-            ),
-        ));
-        desired = current;
-    }
+            format!("while inputs are missing ({})", missing_list(snapshot)),
+        )
+    } else if snapshot.rollout.is_some() {
+        (Rule::Rollout, "while a rollout runs".to_string())
+    } else {
+        return desired;
+    };
+    notes.push(GuardrailNote::new(
+        why.0,
+        format!("no scale-down to {desired} {}", why.1),
+    ));
+    current
+}
 
-    // A rollout is no time to remove pods: old and new ones are being swapped, and the new size is unproven.
-    if desired < current && snapshot.rollout.is_some() {
-        notes.push(GuardrailNote::new(
-            Rule::Rollout,
-            format!("no scale-down to {desired} while a rollout runs"),
-        ));
-        desired = current;
-    }
-
-    // Per-period step limits, measured from the replica count at the start of the period.
+/// Per-period step limits, measured from the replica count at the start of the period, and the nodes' room.
+fn limit_steps(
+    desired: u32,
+    snapshot: &MetricsSnapshot,
+    policy: &ResolvedPolicy,
+    state: &GuardState,
+    containers: &[ContainerRecommendation],
+    now: i64,
+    notes: &mut Vec<GuardrailNote>,
+) -> u32 {
+    let current = snapshot.replicas;
+    let mut desired = desired;
     if desired > current {
         let base = period_start(state, now, policy.scale_up.period_seconds, current);
         let limit = step_up_limit(base, &policy.scale_up);
@@ -399,8 +442,7 @@ fn guard_replicas(
             desired = limit.min(current);
         }
     }
-    // The bounds win over everything (a Deployment outside them is brought inside at once).
-    bound(desired, policy, &mut Vec::new())
+    desired
 }
 
 /// The fast rule's count, raised to the advisor's floor while it holds. Applied after the stabilization windows,

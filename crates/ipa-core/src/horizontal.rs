@@ -139,7 +139,7 @@ fn from_rate(snapshot: &MetricsSnapshot) -> Option<f64> {
 
 /// CPU cores per request/s over the demand history: Σ cores ÷ Σ requests/s over the steps that have both.
 /// `None` with fewer than [`MIN_COST_SAMPLES`] such steps.
-pub fn cores_per_request(snapshot: &MetricsSnapshot) -> Option<f64> {
+fn cores_per_request(snapshot: &MetricsSnapshot) -> Option<f64> {
     let history = snapshot.history.as_ref()?;
     let (mut cores, mut rate, mut n) = (0.0, 0.0, 0usize);
     for (c, r) in history.cpu_cores.iter().zip(&history.request_rate) {
@@ -163,7 +163,7 @@ const MIN_COST_SAMPLES: usize = 12;
 /// The demand's expected growth over one reaction time (pod start-up + one sync period), as a fraction of the
 /// demand now, from the request rate's recent slope. Only a rise counts: the way down is the stabilization
 /// window's business.
-pub fn lead(snapshot: &MetricsSnapshot, policy: &ResolvedPolicy) -> f64 {
+fn lead(snapshot: &MetricsSnapshot, policy: &ResolvedPolicy) -> f64 {
     let Some(rate) = snapshot
         .request_rate
         .filter(|r| r.current.is_finite() && r.current > 0.0)
