@@ -170,7 +170,7 @@ impl AdvisorChoice {
 /// The recommendations of a decision log or dataset: every JSON line with a `recommendation` object (lines
 /// that are not are skipped: a log may hold other records).
 fn read_recorded(path: &Path) -> Result<Vec<Recommendation>, CliError> {
-    let text = std::fs::read_to_string(path).map_err(|source| CliError::Dir {
+    let text = std::fs::read_to_string(path).map_err(|source| CliError::ReadFile {
         path: path.display().to_string(),
         source,
     })?;
@@ -200,6 +200,12 @@ pub enum CliError {
     NoTraces(String),
     #[error("cannot read trace directory {path}: {source}")]
     Dir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}: {source}")]
+    ReadFile {
         path: String,
         #[source]
         source: std::io::Error,

@@ -79,8 +79,6 @@ pub struct Ipa {
     last_decision: Option<i64>,
     last_advice: Option<i64>,
     last_oom_at: Option<i64>,
-    /// The last decision's notes and rationale, for debugging and the report.
-    pub last_recommendation: Option<Recommendation>,
 }
 
 impl std::fmt::Debug for Ipa {
@@ -134,7 +132,6 @@ impl Ipa {
             last_decision: None,
             last_advice: None,
             last_oom_at: None,
-            last_recommendation: None,
         }
     }
 
@@ -329,9 +326,6 @@ impl Autoscaler for Ipa {
             .find(|c| c.name == CONTAINER)
             .map(|c| apply_container(&obs.template, &c.requests, &c.limits))
             .filter(|t| *t != obs.template);
-        if let Some(Ok(Some(proposal))) = advised {
-            self.last_recommendation = Some(proposal);
-        }
         Action {
             replicas: (decision.replicas != obs.replicas).then_some(decision.replicas),
             template,
