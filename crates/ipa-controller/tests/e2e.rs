@@ -195,6 +195,21 @@ impl Bed {
             .and_then(|v| v.parse().ok()))
     }
 
+    /// Waits until Prometheus shows `app`'s pods using more than `cores` (the app has been serving for a while
+    /// before the IPA arrives, as in a real cluster, so the first sizing sees real usage).
+    async fn wait_for_cpu(&self, ns: &str, app: &str, cores: f64) -> TestResult {
+        let cpu = format!(
+            "sum(rate(container_cpu_usage_seconds_total{{namespace=\"{ns}\",pod=~\"{app}-.*\"}}[10s]))"
+        );
+        wait_for(
+            "base-load CPU in Prometheus",
+            Duration::from_secs(90),
+            || async { Ok(self.query(&cpu).await?.filter(|v| *v > cores)) },
+        )
+        .await
+        .map(drop)
+    }
+
     async fn status(&self, ns: &str, name: &str) -> TestResult<Option<IpaStatus>> {
         Ok(Api::<IPA>::namespaced(self.client.clone(), ns)
             .get(name)
@@ -419,15 +434,8 @@ async fn seed_manifest_scales_up_on_load_and_down_after_stabilization() -> TestR
     bed.create_app(ns, app, None, Some("testappingress"))
         .await?;
     bed.load(ns, app, 10.0, Some("testappingress")).await?;
-    // As in a real cluster, the app has been serving for a while before the IPA arrives: wait until
-    // Prometheus shows its CPU at the base load (0.2 cores), so the first sizing sees real usage.
-    let cpu = "sum(rate(container_cpu_usage_seconds_total{namespace=\"ipaapp\",pod=~\"testapp-.*\"}[10s]))";
-    wait_for(
-        "base-load CPU in Prometheus",
-        Duration::from_secs(90),
-        || async { Ok(bed.query(cpu).await?.filter(|v| *v > 0.15)) },
-    )
-    .await?;
+    // The base load is 0.2 cores.
+    bed.wait_for_cpu(ns, app, 0.15).await?;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let controller = bed.controller(ns);
     // Empty llmAgent: the built-in recommender in the controller.
@@ -515,15 +523,7 @@ async fn requests_follow_a_large_usage_change_and_stay_put_on_a_small_one() -> T
         json!({"requests": {"cpu": "200m", "memory": "80Mi"}, "limits": {"memory": "160Mi"}});
     bed.create_app(ns, app, Some(resources), None).await?;
     bed.load(ns, app, 4.0, None).await?;
-    let cpu = format!(
-        "sum(rate(container_cpu_usage_seconds_total{{namespace=\"{ns}\",pod=~\"{app}-.*\"}}[10s]))"
-    );
-    wait_for(
-        "base-load CPU in Prometheus",
-        Duration::from_secs(90),
-        || async { Ok(bed.query(&cpu).await?.filter(|v| *v > 0.06)) },
-    )
-    .await?;
+    bed.wait_for_cpu(ns, app, 0.06).await?;
     let controller = bed.controller(ns);
     let groups = format!(
         "      - deployment: {app}\n        namespace: {ns}\n        minReplicas: 1\n        maxReplicas: 1\n        \
@@ -710,9 +710,14 @@ async fn recommend_mode_changes_nothing_but_status() -> TestResult {
 }
 
 fn policy_manifest(prometheus: &str, agent: &str, groups: &str) -> String {
+    ipa_manifest("ipa", prometheus, agent, INTERVAL, groups)
+}
+
+/// An IPA named `name` with the given interval (seconds) and `ipaGroup` entries (YAML list items).
+fn ipa_manifest(name: &str, prometheus: &str, agent: &str, interval: u64, groups: &str) -> String {
     format!(
-        "apiVersion: ipa.shafinhasnat.me/v1alpha1\nkind: IPA\nmetadata: {{name: ipa}}\nspec:\n  metadata:\n    \
-         prometheusUri: {prometheus}\n    llmAgent: {agent}\n    interval: {INTERVAL}s\n    ipaGroup:\n{groups}"
+        "apiVersion: ipa.shafinhasnat.me/v1alpha1\nkind: IPA\nmetadata: {{name: {name}}}\nspec:\n  metadata:\n    \
+         prometheusUri: {prometheus}\n    llmAgent: {agent}\n    interval: {interval}s\n    ipaGroup:\n{groups}"
     )
 }
 
@@ -1423,15 +1428,7 @@ async fn a_slow_agent_never_delays_a_scale_up() -> TestResult {
     let resources = json!({"requests": {"cpu": "500m", "memory": "128Mi"}});
     bed.create_app(ns, app, Some(resources), None).await?;
     bed.load(ns, app, 5.0, None).await?;
-    let cpu = format!(
-        "sum(rate(container_cpu_usage_seconds_total{{namespace=\"{ns}\",pod=~\"{app}-.*\"}}[10s]))"
-    );
-    wait_for(
-        "base-load CPU in Prometheus",
-        Duration::from_secs(90),
-        || async { Ok(bed.query(&cpu).await?.filter(|v| *v > 0.05)) },
-    )
-    .await?;
+    bed.wait_for_cpu(ns, app, 0.05).await?;
 
     // The agent: answers "1 replica" after 20 s, and counts how often it was asked.
     let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -1455,12 +1452,8 @@ async fn a_slow_agent_never_delays_a_scale_up() -> TestResult {
         let _ = axum::serve(listener, slow).await;
     });
     let controller = bed.controller_with(ns, &["--agent-timeout", "30s"]);
-    let manifest = format!(
-        "apiVersion: ipa.shafinhasnat.me/v1alpha1\nkind: IPA\nmetadata:\n  name: slow\nspec:\n  metadata:\n    \
-         prometheusUri: {}\n    llmAgent: {agent}\n    interval: 60s\n    ipaGroup:\n      \
-         - {{deployment: {app}, namespace: {ns}, maxReplicas: 10}}\n",
-        bed.prometheus
-    );
+    let group = format!("      - {{deployment: {app}, namespace: {ns}, maxReplicas: 10}}\n");
+    let manifest = ipa_manifest("slow", &bed.prometheus, &agent, 60, &group);
     bed.apply_ipa(ns, &manifest).await?;
     let started = Instant::now();
     wait_for(
