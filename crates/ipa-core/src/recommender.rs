@@ -122,7 +122,22 @@ fn right_size_cpu(
     let current = pod_request.as_cores();
     let capped = sustained / (current * target) > f64::from(policy.max_replicas);
     if capped {
-        let peak = long_history_peak(snapshot).map_or(window_peak, |p| p.max(window_peak));
+        // A ramp is met where it is going (CPU's 30 s slope over one reaction time), so pods grow once rather
+        // than step by step behind `rate()` (the bed's vertical test saw three resizes for one load step).
+        let reaction_minutes = f64::from(
+            policy
+                .startup_seconds
+                .saturating_add(policy.sync_period_seconds),
+        ) / 60.0;
+        let rising = cpu.recent_trend_per_min.max(0.0) * reaction_minutes * pods_f;
+        // At most a doubling, as the fast rule's lead: a 30 s slope extrapolates badly past that.
+        let ahead = window_peak
+            + if rising.is_finite() {
+                rising.min(window_peak)
+            } else {
+                0.0
+            };
+        let peak = long_history_peak(snapshot).map_or(ahead, |p| p.max(ahead));
         let needed = size_for(peak).max(CpuMillis::from_cores_f64(
             sustained / (f64::from(policy.max_replicas) * target),
         ));
