@@ -18,4 +18,5 @@ if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/
   systemctl stop prometheus || true
 fi
 pkill -x -u prometheus prometheus 2>/dev/null || true
-testbed/scripts/build-tools.sh
+# `--packages-only`: the caller builds the Go tools itself (scripts/test-all.sh overlaps them with Cargo).
+[[ ${1:-} == --packages-only ]] || testbed/scripts/build-tools.sh
