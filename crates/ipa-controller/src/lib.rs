@@ -5,22 +5,21 @@
 //! run the guardrails with the state kept in status, apply only what changed (scale subresource; a
 //! strategic-merge patch keyed on container name), and report status, conditions and Events.
 
-pub mod advisory;
-pub mod agent;
-pub mod apply;
-pub mod collect;
+pub mod ask;
+pub mod clock;
 pub mod conditions;
 pub mod crd;
+pub mod decide;
 mod error;
 pub mod manifests;
 pub mod metrics;
-pub mod prometheus;
-pub mod promql;
+pub mod read;
 pub mod reconcile;
 pub mod server;
-pub mod slim;
+pub mod summarize;
 pub mod tenancy;
 pub mod urls;
+pub mod write;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -166,7 +165,6 @@ pub async fn run_until(
     let client = Client::try_default().await.map_err(Error::KubeConfig)?;
     let metrics = Arc::new(metrics::Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
-
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shutdown_tx = Arc::new(shutdown_tx);
     {
@@ -177,35 +175,10 @@ pub async fn run_until(
             let _ = tx.send(true);
         });
     }
-
-    let mut server_task = None;
-    if let Some(addr) = args.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| Error::Serve {
-                addr: addr.to_string(),
-                source,
-            })?;
-        let local = listener.local_addr().map_err(|source| Error::Serve {
-            addr: addr.to_string(),
-            source,
-        })?;
-        info!(addr = %local, "serving /metrics, /healthz, /readyz");
-        let app = server::router(server::ServerState {
-            metrics: metrics.clone(),
-            ready: ready.clone(),
-        });
-        let stop = wait_true(shutdown_rx.clone());
-        server_task = Some(tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(stop)
-                .await
-            {
-                warn!(error = %e, "metrics server stopped");
-            }
-        }));
-    }
-
+    let server_task = match args.metrics_listen {
+        Some(addr) => Some(serve_metrics(addr, &metrics, &ready, shutdown_rx.clone()).await?),
+        None => None,
+    };
     if args.allow_cross_namespace {
         warn!("--allow-cross-namespace: every IPA may manage Deployments in any namespace");
     }
@@ -219,53 +192,137 @@ pub async fn run_until(
             "listing IPAs (is the CRD installed? `ipa crd | kubectl apply -f -`)",
         ))?;
     ready.store(true, Ordering::Relaxed);
-
     let identity = args
         .identity
         .clone()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("ipa-controller-{}", std::process::id()));
-    let lost_leadership = Arc::new(AtomicBool::new(false));
-    let mut lease_task = None;
-    if args.leader_election {
-        let manager =
-            kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-                .with_namespace(&args.lease_namespace)
-                .with_identity(&identity)
-                .with_duration(15)
-                .with_grace(5)
-                .build()
-                .await
-                .map_err(Error::Lease)?;
-        let (mut leader, task) = manager.watch().await;
-        lease_task = Some(task);
-        info!(lease = %args.lease_name, identity = %identity, "waiting for leadership");
-        let mut stop = shutdown_rx.clone();
-        tokio::select! {
-            r = leader.wait_for(|v| *v) => {
-                if r.is_err() {
-                    return Err(Error::LostLeadership);
-                }
-            }
-            _ = stop.wait_for(|v| *v) => return Ok(()),
+    let leadership = if args.leader_election {
+        match lead(&client, &args, &identity, &shutdown_tx, shutdown_rx.clone()).await? {
+            Some(leadership) => Some(leadership),
+            None => return Ok(()), // stopped before it led
         }
-        info!("leading");
-        let tx = shutdown_tx.clone();
-        let lost = lost_leadership.clone();
-        let mut stop = shutdown_rx.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = leader.wait_for(|v| !*v) => {
-                    lost.store(true, Ordering::Relaxed);
-                    warn!("lost leadership");
-                    let _ = tx.send(true);
-                }
-                _ = stop.wait_for(|v| *v) => {}
+    } else {
+        None
+    };
+    let ctx = Arc::new(context(client, &args, metrics, identity)?);
+    info!("controller running");
+    Controller::new(ipas, watcher::Config::default())
+        .with_config(controller::Config::default().concurrency(args.concurrency.max(1)))
+        .graceful_shutdown_on(wait_true(shutdown_rx.clone()))
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                debug!(error = %e, "controller event");
             }
-            // `leader` is dropped here: the lease task then releases the Lease.
-        });
+        })
+        .await;
+    let _ = shutdown_tx.send(true);
+    if let Some(task) = server_task {
+        let _ = task.await;
     }
+    // Dropping the receiver makes the lease task release the Lease so a standby takes over at once.
+    drop(shutdown_rx);
+    let Some(leadership) = leadership else {
+        info!("stopped");
+        return Ok(());
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), leadership.task).await;
+    if leadership.lost.load(Ordering::Relaxed) {
+        return Err(Error::LostLeadership);
+    }
+    info!("stopped");
+    Ok(())
+}
 
+/// Serves /metrics, /healthz and /readyz until `stop`.
+async fn serve_metrics(
+    addr: SocketAddr,
+    metrics: &Arc<metrics::Metrics>,
+    ready: &Arc<AtomicBool>,
+    stop: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, Error> {
+    let serve_error = |source| Error::Serve {
+        addr: addr.to_string(),
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(serve_error)?;
+    let local = listener.local_addr().map_err(serve_error)?;
+    info!(addr = %local, "serving /metrics, /healthz, /readyz");
+    let app = server::router(server::ServerState {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    });
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(wait_true(stop))
+            .await
+        {
+            warn!(error = %e, "metrics server stopped");
+        }
+    }))
+}
+
+/// A Lease held: the task that renews it, and whether it was lost.
+struct Leadership {
+    task: tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>,
+    lost: Arc<AtomicBool>,
+}
+
+/// Waits until this replica holds the Lease (`None` when stopped first); losing it later stops the controller.
+async fn lead(
+    client: &Client,
+    args: &ControllerArgs,
+    identity: &str,
+    shutdown_tx: &Arc<watch::Sender<bool>>,
+    shutdown_rx: watch::Receiver<bool>,
+) -> Result<Option<Leadership>, Error> {
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+        .with_namespace(&args.lease_namespace)
+        .with_identity(identity)
+        .with_duration(15)
+        .with_grace(5)
+        .build()
+        .await
+        .map_err(Error::Lease)?;
+    let (mut leader, task) = manager.watch().await;
+    info!(lease = %args.lease_name, identity = %identity, "waiting for leadership");
+    let mut stop = shutdown_rx.clone();
+    tokio::select! {
+        r = leader.wait_for(|v| *v) => {
+            if r.is_err() {
+                return Err(Error::LostLeadership);
+            }
+        }
+        _ = stop.wait_for(|v| *v) => return Ok(None),
+    }
+    info!("leading");
+    let (tx, lost) = (shutdown_tx.clone(), Arc::new(AtomicBool::new(false)));
+    let lost_flag = lost.clone();
+    let mut stop = shutdown_rx;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = leader.wait_for(|v| !*v) => {
+                lost_flag.store(true, Ordering::Relaxed);
+                warn!("lost leadership");
+                let _ = tx.send(true);
+            }
+            _ = stop.wait_for(|v| *v) => {}
+        }
+        // `leader` is dropped here: the lease task then releases the Lease.
+    });
+    Ok(Some(Leadership { task, lost }))
+}
+
+/// What every reconcile shares, from the flags and the environment.
+fn context(
+    client: Client,
+    args: &ControllerArgs,
+    metrics: Arc<metrics::Metrics>,
+    identity: String,
+) -> Result<reconcile::Context, Error> {
     let urls = urls::UrlPolicy::new(&args.allowed_url_prefixes, args.agent_url.as_deref())
         .map_err(Error::Config)?;
     // Secrets come from the environment only, never flags.
@@ -284,12 +341,12 @@ pub async fn run_until(
             instance: Some(identity),
         },
     );
-    let ctx = Arc::new(reconcile::Context {
+    Ok(reconcile::Context {
         advisories: Arc::default(),
-        client: client.clone(),
+        client,
         recorder,
         http: http.clone(),
-        agent: agent::AgentClient::new(http, args.agent_timeout, metrics.clone()),
+        agent: ask::agent::AgentClient::new(http, args.agent_timeout, metrics.clone()),
         metrics,
         urls,
         install_token,
@@ -302,30 +359,5 @@ pub async fn run_until(
             prometheus_timeout: args.prometheus_timeout,
             allow_cross_namespace: args.allow_cross_namespace,
         },
-    });
-    info!("controller running");
-    Controller::new(ipas, watcher::Config::default())
-        .with_config(controller::Config::default().concurrency(args.concurrency.max(1)))
-        .graceful_shutdown_on(wait_true(shutdown_rx.clone()))
-        .run(reconcile::reconcile, reconcile::error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                debug!(error = %e, "controller event");
-            }
-        })
-        .await;
-    let _ = shutdown_tx.send(true);
-    if let Some(task) = server_task {
-        let _ = task.await;
-    }
-    // Dropping the receiver makes the lease task release the Lease so a standby takes over at once.
-    drop(shutdown_rx);
-    if let Some(task) = lease_task {
-        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-    }
-    if lost_leadership.load(Ordering::Relaxed) {
-        return Err(Error::LostLeadership);
-    }
-    info!("stopped");
-    Ok(())
+    })
 }

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ipa_controller::IPA;
-use ipa_controller::agent::AgentClient;
+use ipa_controller::ask::agent::AgentClient;
 use ipa_controller::metrics::Metrics;
 use ipa_controller::reconcile::{self, Context, Settings};
 use k8s_openapi::api::apps::v1::Deployment;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ipa_controller::agent::AgentClient;
+use ipa_controller::ask::agent::AgentClient;
 use ipa_core::{MetricsSnapshot, Policy, RecommendRequest, Recommendation, ResolvedPolicy};
 use ipa_sim::policy::Advisor;
 

@@ -15,7 +15,7 @@ use ipa_core::{
 
 use crate::Error;
 use crate::metrics::Metrics;
-use crate::prometheus::{describe, read_capped};
+use crate::read::prometheus::{describe, read_capped};
 
 /// Replies larger than this are refused (a recommendation is a few hundred bytes).
 const MAX_REPLY_BYTES: usize = 256 * 1024;
@@ -129,7 +129,7 @@ impl AgentClient {
         let body = read_capped(response, MAX_REPLY_BYTES)
             .await
             .map_err(|e| match e {
-                crate::prometheus::BodyError::TooLarge => {
+                crate::read::prometheus::BodyError::TooLarge => {
                     Error::AgentReply("reply too large".into())
                 }
                 other => Error::Agent(format!("{url}: {}", other.describe(MAX_REPLY_BYTES))),

@@ -1,5 +1,5 @@
 //! Turns one cycle's query results and API reads into a `MetricsSnapshot` per target. Pure: the IO happens in
-//! `reconcile`; this is where "an empty result is missing data, never zero" is decided.
+//! `read`; this is where "an empty result is missing data, never zero" is decided.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -9,7 +9,8 @@ use ipa_core::{
     MetricsSnapshot, TargetRef,
 };
 
-use crate::prometheus::{Sample, Series};
+use crate::read::metrics::{CycleMetrics, Frame};
+use crate::read::prometheus::{Sample, Series};
 
 /// What the API says about one target this cycle.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,19 +34,6 @@ impl TargetInfo {
             .as_ref()
             .is_none_or(|names| names.iter().any(|n| n == container))
     }
-}
-
-/// One cycle's Prometheus results. `None`: the query failed (different from an empty result).
-#[derive(Debug, Clone, Default)]
-pub struct CycleMetrics {
-    pub cpu: Option<Vec<Series>>,
-    pub memory: Option<Vec<Series>>,
-    /// `None` also when no target has an ingress (then it is not expected).
-    pub request_rate: Option<Vec<Series>>,
-    pub restarts: Option<Vec<Sample>>,
-    pub oom_kills: Option<Vec<Sample>>,
-    pub free_memory: Option<Vec<Sample>>,
-    pub free_cpu: Option<Vec<Sample>>,
 }
 
 type Key<'a> = (&'a str, &'a str);
@@ -95,15 +83,6 @@ impl<'a> Indexed<'a> {
             oom_kills: index_samples(&metrics.oom_kills),
         }
     }
-}
-
-/// Time frame of the cycle (unix seconds).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Frame {
-    pub now: i64,
-    pub step: u64,
-    pub stats_window: u64,
-    pub history: u64,
 }
 
 fn label<'a>(labels: &'a BTreeMap<String, String>, key: &str) -> &'a str {
@@ -316,7 +295,7 @@ pub fn snapshot(info: &TargetInfo, index: &Indexed<'_>, frame: Frame) -> Metrics
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::prometheus::Labels;
+    use crate::read::prometheus::Labels;
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
         pairs

@@ -1,0 +1,155 @@
+//! Stage 2 of a cycle: from what was read to the targets that can be decided on, each with its snapshot, and
+//! the targets that can't, each with why. Pure.
+
+pub mod snapshot;
+pub mod target;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use ipa_core::{MetricsSnapshot, ResolvedPolicy};
+use kube::ResourceExt;
+
+use crate::crd::{IPA, IpaGroup, Mode};
+use crate::read::Reading;
+use crate::read::cluster::NamespaceView;
+use crate::read::metrics::{CycleMetrics, Frame};
+use crate::read::slim::DeploymentView;
+use crate::tenancy;
+use snapshot::{Indexed, TargetInfo};
+
+/// A target that was found, with what the decision needs.
+#[derive(Debug)]
+pub struct Found {
+    /// Its place in `spec.metadata.ipaGroup` (status keeps that order).
+    pub index: usize,
+    pub info: TargetInfo,
+    pub deployment: DeploymentView,
+    pub policy: ResolvedPolicy,
+    pub mode: Mode,
+}
+
+/// A listed target that is not served this cycle, and why (a `TargetFound` condition's reason and message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unserved {
+    pub index: usize,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The cycle's targets, summarized.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub found: Vec<Found>,
+    /// One per entry of `found`, in the same order.
+    pub snapshots: Vec<MetricsSnapshot>,
+    pub unserved: Vec<Unserved>,
+    /// Prometheus queries that failed (their detail is in the log).
+    pub metric_errors: Vec<String>,
+}
+
+impl Summary {
+    /// The refusal messages of cross-namespace targets.
+    pub fn refused(&self) -> impl Iterator<Item = &str> {
+        self.unserved
+            .iter()
+            .filter(|u| u.reason == tenancy::REFUSED_REASON)
+            .map(|u| u.message.as_str())
+    }
+}
+
+/// The group's resolved policy: the CR's interval wins over any per-group one.
+pub fn policy_of(group: &IpaGroup, interval: Duration) -> ResolvedPolicy {
+    let mut policy = group.policy.clone();
+    policy.interval_seconds = Some(interval.as_secs().min(u64::from(u32::MAX)) as u32);
+    policy.resolve()
+}
+
+pub fn summarize(ipa: &IPA, mut reading: Reading, frame: Frame, events_window: u64) -> Summary {
+    let mut summary = Summary::default();
+    let mut seen = BTreeSet::new();
+    let events_since = frame.now - events_window as i64;
+    for (index, group) in ipa.spec.metadata.ipa_group.iter().enumerate() {
+        match find(ipa, index, group, &mut seen, &mut reading, events_since) {
+            Ok(found) => summary.found.push(found),
+            Err((reason, message)) => summary.unserved.push(Unserved {
+                index,
+                reason,
+                message,
+            }),
+        }
+    }
+    summary.snapshots = snapshots(&mut summary.found, &reading.queried.metrics, frame);
+    summary.metric_errors = reading.queried.errors;
+    summary
+}
+
+/// One listed target: found, or why not. A Deployment listed twice is served once (the first entry wins).
+fn find<'a>(
+    ipa: &'a IPA,
+    index: usize,
+    group: &'a IpaGroup,
+    seen: &mut BTreeSet<(&'a str, &'a str)>,
+    reading: &mut Reading,
+    events_since: i64,
+) -> Result<Found, (&'static str, String)> {
+    let (ns, name) = (group.namespace.as_str(), group.deployment.as_str());
+    if !seen.insert((ns, name)) {
+        let why = "this Deployment is listed twice; the first entry wins";
+        return Err(("Duplicate", why.into()));
+    }
+    if !reading.allowed(ns) {
+        let ipa_namespace = ipa.namespace().unwrap_or_default();
+        let why = tenancy::refusal_message(&ipa_namespace, ns, name);
+        return Err((tenancy::REFUSED_REASON, why));
+    }
+    // Taken, not cloned: a target is decided once per cycle (duplicates were skipped above).
+    let deployment = match reading.views.get_mut(ns) {
+        Some(NamespaceView {
+            deployments: Some(deployments),
+            ..
+        }) => deployments.remove(name),
+        other => {
+            let why = other.and_then(|v| v.error.clone()).unwrap_or_default();
+            return Err(("ReadFailed", why));
+        }
+    };
+    let Some(deployment) = deployment else {
+        return Err(("NotFound", format!("deployment {ns}/{name} does not exist")));
+    };
+    let spec = &ipa.spec.metadata;
+    let policy = policy_of(group, spec.interval());
+    let view = reading.views.get(ns);
+    let info = target::target_info(
+        group,
+        &deployment,
+        view,
+        policy.containers.clone(),
+        events_since,
+    );
+    Ok(Found {
+        index,
+        info,
+        deployment,
+        policy,
+        mode: spec.mode_of(group),
+    })
+}
+
+/// Each found target's snapshot. Where owner references could not be read, pods are attributed by name.
+fn snapshots(found: &mut [Found], metrics: &CycleMetrics, frame: Frame) -> Vec<MetricsSnapshot> {
+    for f in found.iter_mut().filter(|f| f.info.pods.is_empty()) {
+        let names = metrics.cpu.iter().chain(metrics.memory.iter()).flatten();
+        f.info.pods = names
+            .filter(|s| s.labels.get("namespace") == Some(&f.info.target.namespace))
+            .filter_map(|s| s.labels.get("pod"))
+            .filter(|pod| snapshot::pod_name_matches(&f.info.target.deployment, pod))
+            .cloned()
+            .collect();
+    }
+    let index = Indexed::new(metrics);
+    found
+        .iter()
+        .map(|f| snapshot::snapshot(&f.info, &index, frame))
+        .collect()
+}

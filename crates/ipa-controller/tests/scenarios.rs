@@ -1,0 +1,246 @@
+//! The reconcile path, offline: each scenario runs the controller's own cycle against a fake API server, a fake
+//! Prometheus and a fake agent (see `support/`), and checks what was written to the Deployment and to status.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::Method;
+use ipa_controller::crd::GroupStatus;
+use serde_json::{Value, json};
+use support::fake_http::{self, AgentScript, Answer};
+use support::{FakeApi, NS, Scenario, Workload, ipa, workload};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const T0: i64 = 1_800_000_000;
+
+async fn prometheus_for(load: Workload) -> std::io::Result<String> {
+    let answer: Answer = Arc::new(move |q| Some(load.answer(q)));
+    fake_http::prometheus(answer).await
+}
+
+fn group(extra: Value) -> Value {
+    let mut g = json!({"deployment": "web", "namespace": NS, "minReplicas": 1, "maxReplicas": 20});
+    if let (Some(g), Some(extra)) = (g.as_object_mut(), extra.as_object()) {
+        g.extend(extra.clone());
+    }
+    g
+}
+
+async fn scenario(
+    load: Workload,
+    agent: Option<String>,
+    group: Value,
+) -> Result<Scenario, Box<dyn std::error::Error>> {
+    let api = FakeApi::default();
+    api.add_deployment(NS, "web", load.pods.len() as u32, "100m");
+    let prometheus = prometheus_for(load).await?;
+    let spec = json!({"prometheusUri": prometheus, "llmAgent": agent.unwrap_or_default(), "ipaGroup": [group]});
+    Ok(Scenario::new(api, ipa(spec)?)?)
+}
+
+fn first_group(status: &ipa_controller::IpaStatus) -> Result<&GroupStatus, String> {
+    status
+        .groups
+        .first()
+        .ok_or_else(|| "status has no group".to_string())
+}
+
+fn condition<'a>(g: &'a GroupStatus, type_: &str) -> Option<&'a str> {
+    g.conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.reason.as_str())
+}
+
+#[tokio::test]
+async fn a_load_step_scales_up_in_the_next_fast_cycle() -> TestResult {
+    // 2 pods at 300 % of a 100m request (target 70 %): well past HPA's tolerance.
+    let mut s = scenario(workload(2, 0.3), None, group(json!({}))).await?;
+    let status = s.cycle(T0).await?;
+    let g = first_group(&status)?;
+    let replicas = s.api.replicas(NS, "web").unwrap_or(0);
+    assert!(replicas > 2, "scaled to {replicas}; status: {g:?}");
+    assert_eq!(g.desired_replicas, Some(replicas as u32));
+    assert_eq!(condition(g, "Applied"), Some("Applied"));
+    assert_eq!(s.api.seen(Method::PATCH, "/deployments/web/scale").len(), 1);
+    // The change is explained in an Event on the Deployment.
+    let events = s.api.seen(Method::POST, "/events");
+    assert!(
+        events.iter().any(|e| e.body["reason"] == "Scaled"),
+        "{events:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_resize_after_a_scale_is_retried_on_fresh_state_and_both_are_kept() -> TestResult {
+    // Pods far over their request and maxReplicas reached: the decision both scales and grows the pods. The
+    // Deployment's controller bumps its resourceVersion after the scale, so the resize's first try is a 409.
+    let load = workload(2, 0.9);
+    let mut s = scenario(load, None, group(json!({"maxReplicas": 3}))).await?;
+    s.api.bump_after_scale();
+    let status = s.cycle(T0).await?;
+    let g = first_group(&status)?;
+    assert_eq!(s.api.replicas(NS, "web"), Some(3), "status: {g:?}");
+    let cpu = s.api.cpu_request(NS, "web");
+    assert_ne!(
+        cpu.as_deref(),
+        Some("100m"),
+        "the resize was lost; status: {g:?}"
+    );
+    assert_eq!(condition(g, "Applied"), Some("Applied"), "{g:?}");
+    assert!(g.last_scale_time.is_some() && g.last_resize_time.is_some());
+    let resizes = s.api.seen(Method::PATCH, "/deployments/web");
+    assert_eq!(resizes.len(), 2, "one 409, one retry: {resizes:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_scale_that_succeeded_keeps_its_window_when_the_resize_after_it_conflicts() -> TestResult
+{
+    let load = workload(2, 0.9);
+    let mut s = scenario(load, None, group(json!({"maxReplicas": 3}))).await?;
+    // Someone else changes the template between our read and our resize: no retry may override them.
+    s.api.bump_after_scale();
+    s.api.their_change_after_scale("150m");
+    let status = s.cycle(T0).await?;
+    let g = first_group(&status)?;
+    assert_eq!(s.api.replicas(NS, "web"), Some(3));
+    assert_eq!(
+        s.api.cpu_request(NS, "web").as_deref(),
+        Some("150m"),
+        "their change stands"
+    );
+    assert_eq!(condition(g, "Applied"), Some("Conflict"), "{g:?}");
+    assert!(
+        g.guard_state.scale_events.iter().any(|e| e.at == T0),
+        "the scale is remembered: {g:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_scale_down_window_holds_after_a_resize_conflict() -> TestResult {
+    let mut s = scenario(workload(2, 0.9), None, group(json!({"maxReplicas": 3}))).await?;
+    s.api.bump_after_scale();
+    s.api.their_change_after_scale("150m");
+    s.cycle(T0).await?;
+    // The load falls away at once; 15 s later the window (90 s by default) still holds the replicas.
+    let quiet = fake_http::prometheus(Arc::new(|q| Some(workload(3, 0.001).answer(q)))).await?;
+    s.ipa.spec.metadata.prometheus_uri = quiet;
+    s.cycle(T0 + 15).await?;
+    assert_eq!(s.api.replicas(NS, "web"), Some(3));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_slow_agent_never_delays_the_fast_cycle() -> TestResult {
+    let script = AgentScript {
+        delay: Duration::from_secs(30),
+        reply: json!({"replicas": 2, "source": "llm"}),
+        asked: Arc::new(Mutex::new(0)),
+    };
+    let agent = fake_http::agent(script.clone()).await?;
+    let mut s = scenario(workload(2, 0.3), Some(agent), group(json!({}))).await?;
+    let started = Instant::now();
+    let status = s.cycle(T0).await?;
+    // The advisory cycle waits 2 s for answers at most; the built-in decides without it.
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(s.api.replicas(NS, "web").unwrap_or(0) > 2);
+    assert_eq!(
+        condition(first_group(&status)?, "AgentAvailable"),
+        Some("Asking")
+    );
+    assert_eq!(*script.asked.lock().map_err(|e| e.to_string())?, 1);
+    // A fast cycle 15 s later asks nobody (the first ask is still running).
+    s.cycle(T0 + 15).await?;
+    assert_eq!(*script.asked.lock().map_err(|e| e.to_string())?, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_missing_target_gets_its_own_status_and_the_others_are_served() -> TestResult {
+    let api = FakeApi::default();
+    api.add_deployment(NS, "web", 2, "100m");
+    let prometheus = prometheus_for(workload(2, 0.3)).await?;
+    let spec = json!({"prometheusUri": prometheus, "ipaGroup": [
+        {"deployment": "gone", "namespace": NS}, {"deployment": "web", "namespace": NS}]});
+    let mut s = Scenario::new(api, ipa(spec)?)?;
+    let status = s.cycle(T0).await?;
+    assert_eq!(status.targets, "1/2");
+    assert_eq!(
+        condition(&status.groups[0], "TargetFound"),
+        Some("NotFound")
+    );
+    assert_eq!(condition(&status.groups[1], "TargetFound"), Some("Found"));
+    assert!(s.api.replicas(NS, "web").unwrap_or(0) > 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_fast_loop_keeps_the_advisors_floor_for_its_interval() -> TestResult {
+    // At a steady 70 % the fast rule alone holds 10 pods; the advisor pre-scales to 12 (within 20 % of the need).
+    let script = AgentScript {
+        delay: Duration::ZERO,
+        reply: json!({"replicas": 12, "source": "llm", "rationale": "a peak is due"}),
+        asked: Arc::new(Mutex::new(0)),
+    };
+    let agent = fake_http::agent(script).await?;
+    let mut s = scenario(workload(10, 0.07), Some(agent), group(json!({}))).await?;
+    let status = s.cycle(T0).await?;
+    let g = first_group(&status)?;
+    assert_eq!(s.api.replicas(NS, "web"), Some(12), "{g:?}");
+    assert!(g.guard_state.floor.is_some(), "{g:?}");
+    // Fast cycles within the interval: same load, nobody asked, the floor holds.
+    for t in [15, 30, 45] {
+        s.cycle(T0 + t).await?;
+        assert_eq!(s.api.replicas(NS, "web"), Some(12), "at +{t}s");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn prometheus_down_changes_nothing_and_says_so() -> TestResult {
+    let api = FakeApi::default();
+    api.add_deployment(NS, "web", 3, "100m");
+    let down = fake_http::prometheus(Arc::new(|_| None)).await?;
+    let mut s = Scenario::new(
+        api,
+        ipa(json!({"prometheusUri": down, "ipaGroup": [group(json!({}))]}))?,
+    )?;
+    let status = s.cycle(T0).await?;
+    assert_eq!(s.api.replicas(NS, "web"), Some(3));
+    assert!(s.api.seen(Method::PATCH, "/scale").is_empty());
+    let metrics = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "MetricsAvailable");
+    assert_eq!(
+        metrics.map(|c| c.reason.as_str()),
+        Some("QueryFailed"),
+        "{status:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn recommend_mode_decides_but_writes_nothing_to_the_deployment() -> TestResult {
+    let mut s = scenario(workload(2, 0.3), None, group(json!({"mode": "Recommend"}))).await?;
+    let status = s.cycle(T0).await?;
+    let g = first_group(&status)?;
+    assert_eq!(s.api.replicas(NS, "web"), Some(2));
+    assert!(g.desired_replicas.unwrap_or(0) > 2);
+    assert_eq!(condition(g, "Applied"), Some("RecommendMode"));
+    assert!(
+        g.guard_state.scale_events.is_empty(),
+        "nothing written, nothing remembered"
+    );
+    Ok(())
+}
