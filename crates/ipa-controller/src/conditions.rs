@@ -63,15 +63,9 @@ pub fn merge(
         .collect()
 }
 
+/// At most `max` bytes of `text`, cut at a character boundary (the API counts bytes).
 fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_string()
+    text[..text.floor_char_boundary(max)].to_string()
 }
 
 /// Whether the condition `type_` is `True` in `conditions`.
