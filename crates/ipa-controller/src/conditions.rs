@@ -63,9 +63,18 @@ pub fn merge(
         .collect()
 }
 
-/// At most `max` bytes of `text`, cut at a character boundary (the API counts bytes).
 fn truncate(text: &str, max: usize) -> String {
-    text[..text.floor_char_boundary(max)].to_string()
+    cut(text, max).to_string()
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary (the API counts bytes). (`str::floor_char_boundary`
+/// once the MSRV reaches 1.91.)
+pub(crate) fn cut(text: &str, max: usize) -> &str {
+    let mut end = max.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Whether the condition `type_` is `True` in `conditions`.

@@ -10,6 +10,9 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub mod prometheus_auth;
+pub use prometheus_auth::{BasicAuth, PrometheusAuth};
+
 /// Default decision interval when `spec.metadata.interval` is absent.
 pub const DEFAULT_INTERVAL_SECONDS: u64 = 60;
 /// Bounds on the interval: faster would hammer Prometheus and the agent, slower is not autoscaling.
@@ -45,6 +48,10 @@ pub struct IpaSpec {
 pub struct IpaMetadata {
     /// Base URL of the Prometheus server, e.g. `http://prometheus-server.default.svc`.
     pub prometheus_uri: String,
+    /// Credentials and headers for a Prometheus that requires them (bearer token or basic auth from Secrets, a
+    /// private CA, a tenant header).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus_auth: Option<PrometheusAuth>,
     /// Base URL of the IPA agent. Empty: use the built-in recommender in the controller.
     #[serde(default)]
     pub llm_agent: String,

@@ -11,6 +11,7 @@ pub mod conditions;
 pub mod crd;
 pub mod decide;
 mod error;
+pub mod http;
 pub mod manifests;
 pub mod metrics;
 pub mod read;
@@ -37,27 +38,12 @@ use tracing::{debug, info, warn};
 
 pub use crd::{IPA, IpaSpec, IpaStatus};
 pub use error::Error;
+pub use http::http_client;
 
 fn duration(text: &str) -> Result<Duration, String> {
     text.parse::<kube::core::Duration>()
         .map(Duration::from)
         .map_err(|e| e.to_string())
-}
-
-/// The controller's HTTP client (Prometheus and the agent). No redirects: an allowed URL must not bounce the
-/// controller (and a token) somewhere else.
-pub fn http_client() -> Result<reqwest::Client, Error> {
-    // rustls needs its crypto provider chosen once per process (a no-op when it already is).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .user_agent(concat!("ipa-controller/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(5))
-        // Drop idle keep-alive connections before the agent does (its idle timeout is at least 60 s), so a request
-        // never races the server's close.
-        .pool_idle_timeout(Duration::from_secs(30))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(Error::Http)
 }
 
 /// Arguments of `ipa controller`.
@@ -343,6 +329,7 @@ fn context(
     );
     Ok(reconcile::Context {
         advisories: Arc::default(),
+        ca_clients: Arc::default(),
         client,
         recorder,
         http: http.clone(),

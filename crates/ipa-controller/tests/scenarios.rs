@@ -244,3 +244,37 @@ async fn recommend_mode_decides_but_writes_nothing_to_the_deployment() -> TestRe
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn an_authenticated_prometheus_is_read_with_the_token_from_a_secret() -> TestResult {
+    let api = FakeApi::default();
+    api.add_deployment(NS, "web", 2, "100m");
+    api.add_secret(NS, "prom-token", "token", "s3cret\n");
+    let answer: Answer = Arc::new(|q| Some(workload(2, 0.3).answer(q)));
+    let prom = fake_http::prometheus_behind_token(answer, Some("s3cret".into())).await?;
+    let auth = json!({"bearerTokenSecretRef": {"name": "prom-token", "key": "token"},
+        "headers": {"X-Scope-OrgID": "team-a"}});
+    let spec =
+        json!({"prometheusUri": prom, "prometheusAuth": auth, "ipaGroup": [group(json!({}))]});
+    let mut s = Scenario::new(api, ipa(spec)?)?;
+    s.cycle(T0).await?;
+    assert!(
+        s.api.replicas(NS, "web").unwrap_or(0) > 2,
+        "scaled on metrics read with the token"
+    );
+    // Without the Secret the queries are not sent, and status names what failed (not the Secret's content).
+    let api = FakeApi::default();
+    api.add_deployment(NS, "web", 2, "100m");
+    let spec =
+        json!({"prometheusUri": prom, "prometheusAuth": auth, "ipaGroup": [group(json!({}))]});
+    let mut s = Scenario::new(api, ipa(spec)?)?;
+    let status = s.cycle(T0).await?;
+    assert_eq!(s.api.replicas(NS, "web"), Some(2));
+    let metrics = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "MetricsAvailable");
+    let message = metrics.map(|c| c.message.clone()).unwrap_or_default();
+    assert!(message.contains("prometheusAuth"), "{message}");
+    Ok(())
+}

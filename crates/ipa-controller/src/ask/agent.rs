@@ -14,8 +14,8 @@ use ipa_core::{
 };
 
 use crate::Error;
+use crate::http::{describe, read_capped};
 use crate::metrics::Metrics;
-use crate::read::prometheus::{describe, read_capped};
 
 /// Replies larger than this are refused (a recommendation is a few hundred bytes).
 const MAX_REPLY_BYTES: usize = 256 * 1024;
@@ -129,9 +129,7 @@ impl AgentClient {
         let body = read_capped(response, MAX_REPLY_BYTES)
             .await
             .map_err(|e| match e {
-                crate::read::prometheus::BodyError::TooLarge => {
-                    Error::AgentReply("reply too large".into())
-                }
+                crate::http::BodyError::TooLarge => Error::AgentReply("reply too large".into()),
                 other => Error::Agent(format!("{url}: {}", other.describe(MAX_REPLY_BYTES))),
             })?;
         Ok(Outcome::Reply(body))
@@ -155,7 +153,7 @@ fn truncate(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_string();
     }
-    format!("{}…", &text[..text.floor_char_boundary(max)])
+    format!("{}…", crate::conditions::cut(text, max))
 }
 
 /// Converts the seed's one-size reply into per-container resources for every container in the snapshot.

@@ -11,13 +11,15 @@ use std::collections::{BTreeSet, HashMap};
 
 use kube::ResourceExt;
 
-use crate::crd::IPA;
+use crate::crd::{IPA, SecretKeyRef};
 use crate::reconcile::Context;
 use crate::tenancy::Access;
 use cluster::{Kube, NamespaceView};
 use metrics::{Frame, Queried};
+use prometheus::Credentials;
 use prometheus::Prometheus;
 use promql::{Selection, Windows};
+use tracing::warn;
 
 /// Everything a cycle reads.
 #[derive(Debug, Default)]
@@ -85,19 +87,79 @@ pub async fn read(ctx: &Context, ipa: &IPA, frame: Frame) -> Reading {
             .filter_map(|g| g.ingress.clone().filter(|i| !i.is_empty()))
             .collect(),
     };
-    let prom = Prometheus::new(
-        ctx.http.clone(),
-        &spec.prometheus_uri,
-        ctx.settings.prometheus_timeout,
-        ctx.metrics.clone(),
-    );
     let windows = Windows {
         rate: ctx.settings.rate_window,
         stats: ctx.settings.stats_window,
     };
-    let (views, queried) =
-        tokio::join!(lists, metrics::query_all(&prom, &selection, windows, frame));
+    let queries = async {
+        match prometheus(ctx, ipa, kube).await {
+            Ok(prom) => metrics::query_all(&prom, &selection, windows, frame).await,
+            Err(why) => {
+                warn!(error = %why, "prometheusAuth unusable; Prometheus not queried");
+                let errors = vec!["prometheusAuth".to_string()];
+                Queried {
+                    errors,
+                    ..Queried::default()
+                }
+            }
+        }
+    };
+    let (views, queried) = tokio::join!(lists, queries);
     reading.views = views.into_iter().collect();
     reading.queried = queried;
     reading
+}
+
+/// The IPA's Prometheus client: the shared one, or with the credentials, headers and CA of `prometheusAuth`.
+/// What is wrong with them goes to the log (it may name a Secret); status says `prometheusAuth` failed.
+async fn prometheus(ctx: &Context, ipa: &IPA, kube: Kube<'_>) -> Result<Prometheus, String> {
+    let spec = &ipa.spec.metadata;
+    let (uri, timeout) = (&spec.prometheus_uri, ctx.settings.prometheus_timeout);
+    let Some(auth) = &spec.prometheus_auth else {
+        return Ok(Prometheus::new(
+            ctx.http.clone(),
+            uri,
+            timeout,
+            ctx.metrics.clone(),
+        ));
+    };
+    let namespace = ipa.namespace().unwrap_or_default();
+    let secret = |r: &SecretKeyRef| {
+        let (namespace, r) = (namespace.clone(), r.clone());
+        async move {
+            cluster::secret_value(kube, &namespace, &r.name, &r.key)
+                .await
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| {
+                    format!(
+                        "key {:?} of Secret {namespace}/{} is missing or unreadable",
+                        r.key, r.name
+                    )
+                })
+        }
+    };
+    let mut credentials = Credentials::default();
+    if let Some(r) = &auth.bearer_token_secret_ref {
+        credentials.bearer = Some(secret(r).await?);
+    } else if let Some(b) = &auth.basic_auth {
+        credentials.basic = Some((
+            secret(&b.username_secret_ref).await?,
+            secret(&b.password_secret_ref).await?,
+        ));
+    }
+    for (name, value) in &auth.headers {
+        reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("header name {name:?} is invalid"))?;
+        reqwest::header::HeaderValue::from_str(value)
+            .map_err(|_| format!("the value of header {name:?} is invalid"))?;
+        credentials.headers.push((name.clone(), value.clone()));
+    }
+    let http = match &auth.ca_secret_ref {
+        Some(r) => ctx
+            .ca_clients
+            .trusting(secret(r).await?.as_bytes())
+            .map_err(|e| e.to_string())?,
+        None => ctx.http.clone(),
+    };
+    Ok(Prometheus::new(http, uri, timeout, ctx.metrics.clone()).with_credentials(credentials))
 }

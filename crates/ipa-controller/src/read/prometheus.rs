@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use crate::Error;
+use crate::http::{describe, read_capped};
 use crate::metrics::Metrics;
 
 /// Labels of one series.
@@ -143,6 +144,30 @@ fn parse_data(body: &[u8]) -> Result<ApiData, Error> {
         .ok_or_else(|| Error::Prometheus("response has no data".into()))
 }
 
+/// How the controller proves itself to a Prometheus that wants it (managed services, a proxy in front): a
+/// bearer token or basic auth, and extra headers (a tenant header such as `X-Scope-OrgID`).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    pub bearer: Option<String>,
+    /// (username, password)
+    pub basic: Option<(String, String)>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Credentials {
+    /// Never the secrets, only which kinds are set.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("bearer", &self.bearer.as_ref().map(|_| "<redacted>"))
+            .field("basic", &self.basic.as_ref().map(|(user, _)| user))
+            .field(
+                "headers",
+                &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
 /// Client for one Prometheus base URL.
 #[derive(Debug, Clone)]
 pub struct Prometheus {
@@ -150,6 +175,7 @@ pub struct Prometheus {
     base: String,
     timeout: Duration,
     metrics: Arc<Metrics>,
+    credentials: Credentials,
 }
 
 impl Prometheus {
@@ -164,7 +190,28 @@ impl Prometheus {
             base: base.trim_end_matches('/').to_string(),
             timeout,
             metrics,
+            credentials: Credentials::default(),
         }
+    }
+
+    pub fn with_credentials(self, credentials: Credentials) -> Self {
+        Self {
+            credentials,
+            ..self
+        }
+    }
+
+    fn authenticated(&self, mut request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let c = &self.credentials;
+        if let Some(token) = &c.bearer {
+            request = request.bearer_auth(token);
+        } else if let Some((user, password)) = &c.basic {
+            request = request.basic_auth(user, Some(password));
+        }
+        for (name, value) in &c.headers {
+            request = request.header(name, value);
+        }
+        request
     }
 
     /// Instant query at `at` (unix seconds).
@@ -208,8 +255,7 @@ impl Prometheus {
     async fn post_inner(&self, endpoint: &str, form: &[(&str, String)]) -> Result<Vec<u8>, Error> {
         let url = format!("{}/api/v1/{endpoint}", self.base);
         let response = self
-            .http
-            .post(&url)
+            .authenticated(self.http.post(&url))
             .form(form)
             .timeout(self.timeout)
             .send()
@@ -231,53 +277,6 @@ impl Prometheus {
 
 /// Largest Prometheus answer read: a 1,000-target range query is a few MB; the controller's memory limit is 128 MiB.
 pub const MAX_PROMETHEUS_BODY_BYTES: usize = 32 * 1024 * 1024;
-
-/// Why a capped body read failed.
-#[derive(Debug)]
-pub(crate) enum BodyError {
-    TooLarge,
-    Read(reqwest::Error),
-}
-
-impl BodyError {
-    pub(crate) fn describe(self, max: usize) -> String {
-        match self {
-            Self::TooLarge => format!("body larger than {max} bytes"),
-            Self::Read(e) => describe(e),
-        }
-    }
-}
-
-/// Reads a body of at most `max` bytes: a larger `Content-Length` is refused before reading, and a body without
-/// one (chunked) is read chunk by chunk and refused as soon as it passes the cap — never an unbounded read.
-pub(crate) async fn read_capped(
-    mut response: reqwest::Response,
-    max: usize,
-) -> Result<Vec<u8>, BodyError> {
-    if response.content_length().is_some_and(|n| n > max as u64) {
-        return Err(BodyError::TooLarge);
-    }
-    let hint = response.content_length().unwrap_or(0).min(max as u64) as usize;
-    let mut body = Vec::with_capacity(hint);
-    while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
-        if body.len() + chunk.len() > max {
-            return Err(BodyError::TooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// reqwest's Display repeats the URL; callers print it once themselves.
-pub(crate) fn describe(e: reqwest::Error) -> String {
-    if e.is_timeout() {
-        "timed out".to_string()
-    } else if e.is_connect() {
-        "connection refused or unreachable".to_string()
-    } else {
-        e.without_url().to_string()
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -19,6 +19,7 @@ use crate::ask::agent::AgentClient;
 use crate::clock::{now_unix, parse_rfc3339};
 use crate::conditions::{self, Want};
 use crate::crd::{GroupStatus, IPA, IpaStatus};
+use crate::http::CaClients;
 use crate::metrics::Metrics;
 use crate::read::metrics::Frame;
 use crate::summarize::Summary;
@@ -54,6 +55,8 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub http: reqwest::Client,
+    /// Clients trusting the private CAs IPAs name for their Prometheus.
+    pub ca_clients: Arc<CaClients>,
     pub agent: AgentClient,
     pub metrics: Arc<Metrics>,
     /// Which `prometheusUri`/`llmAgent` URLs an IPA may use.

@@ -27,6 +27,7 @@ struct State {
     pods: BTreeMap<(String, String), Value>,
     replica_sets: BTreeMap<(String, String), Value>,
     namespaces: BTreeMap<String, Value>,
+    secrets: BTreeMap<(String, String), Value>,
     /// The last status written per IPA (namespace, name).
     statuses: BTreeMap<(String, String), Value>,
     seen: Vec<Seen>,
@@ -105,6 +106,16 @@ impl FakeApi {
         let ns = json!({"apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": name, "annotations": annotations}});
         self.state().namespaces.insert(name.into(), ns);
+    }
+
+    /// A Secret with one key.
+    pub fn add_secret(&self, ns: &str, name: &str, key: &str, value: &str) {
+        let data = k8s_openapi::ByteString(value.as_bytes().to_vec());
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns},
+            "data": {key: data}});
+        self.state()
+            .secrets
+            .insert((ns.into(), name.into()), secret);
     }
 
     /// A Deployment with one container `app` and its ReplicaSet and `replicas` ready pods.
@@ -220,6 +231,12 @@ fn route(state: &mut State, method: &Method, path: &[&str], body: Value) -> Resp
         }
         ("GET", ["api", "v1", "namespaces", ns, "pods"]) => ok(list(in_namespace(&state.pods, ns))),
         ("GET", ["api", "v1", "namespaces", _, "events"]) => ok(list(Vec::new())),
+        ("GET", ["api", "v1", "namespaces", ns, "secrets", name]) => {
+            match state.secrets.get(&(ns.to_string(), name.to_string())) {
+                Some(secret) => ok(secret.clone()),
+                None => status(StatusCode::NOT_FOUND, "NotFound", "secret not found"),
+            }
+        }
         ("GET", ["apis", "apps", "v1", "namespaces", ns, "deployments", name]) => {
             match state.deployments.get(&(ns.to_string(), name.to_string())) {
                 Some(d) => ok(d.clone()),

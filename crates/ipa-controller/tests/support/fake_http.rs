@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Form, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -33,7 +33,25 @@ async fn serve(router: Router) -> std::io::Result<String> {
 
 /// A Prometheus that answers with `answer`; its base URL.
 pub async fn prometheus(answer: Answer) -> std::io::Result<String> {
-    async fn handle(State(answer): State<Answer>, Form(q): Form<Query>) -> (StatusCode, String) {
+    prometheus_behind_token(answer, None).await
+}
+
+/// A Prometheus behind a proxy that wants `Authorization: Bearer <token>` (401 otherwise).
+pub async fn prometheus_behind_token(
+    answer: Answer,
+    token: Option<String>,
+) -> std::io::Result<String> {
+    async fn handle(
+        State((answer, token)): State<(Answer, Option<String>)>,
+        headers: HeaderMap,
+        Form(q): Form<Query>,
+    ) -> (StatusCode, String) {
+        let sent = headers.get("authorization").and_then(|v| v.to_str().ok());
+        if let Some(token) = token
+            && sent != Some(format!("Bearer {token}").as_str())
+        {
+            return (StatusCode::UNAUTHORIZED, "unauthorized".into());
+        }
         match answer(&q) {
             Some(data) => (
                 StatusCode::OK,
@@ -45,7 +63,7 @@ pub async fn prometheus(answer: Answer) -> std::io::Result<String> {
     let router = Router::new()
         .route("/api/v1/query", post(handle))
         .route("/api/v1/query_range", post(handle))
-        .with_state(answer);
+        .with_state((answer, token));
     serve(router).await
 }
 

@@ -69,6 +69,7 @@ impl Scenario {
             metrics,
             urls: UrlPolicy::new(&[], None).map_err(Error::Config)?,
             advisories: Arc::default(),
+            ca_clients: Arc::default(),
             install_token: None,
             settings: settings(),
         };
