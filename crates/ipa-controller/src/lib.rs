@@ -10,6 +10,7 @@ pub mod agent;
 pub mod apply;
 pub mod collect;
 pub mod conditions;
+pub mod conflicts;
 pub mod crd;
 mod error;
 pub mod manifests;
