@@ -8,6 +8,7 @@
 pub mod ask;
 pub mod clock;
 pub mod conditions;
+pub mod conflicts;
 pub mod crd;
 pub mod decide;
 mod error;

@@ -65,7 +65,9 @@ fn labels(component: &str) -> Value {
 
 /// The rules the controller needs, and no more: read its CRs and write their status; read, scale and patch
 /// Deployments; list ReplicaSets and pods (metadata, for pod → Deployment) and Events; publish Events; read a
-/// target Namespace's `ipa.shafinhasnat.me/allow-from` annotation (cross-namespace opt-in).
+/// target Namespace's `ipa.shafinhasnat.me/allow-from` annotation (cross-namespace opt-in); list the other
+/// autoscalers that may act on a target (HPAs, and VPAs and KEDA ScaledObjects where installed), so IPA leaves
+/// their side alone. Rules for CRDs that are not installed are harmless.
 pub fn controller_rules() -> Value {
     json!([
         { "apiGroups": ["ipa.shafinhasnat.me"], "resources": ["ipas"], "verbs": ["get", "list", "watch"] },
@@ -75,7 +77,10 @@ pub fn controller_rules() -> Value {
         { "apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["list"] },
         { "apiGroups": [""], "resources": ["pods", "events"], "verbs": ["list"] },
         { "apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"] },
-        { "apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"] }
+        { "apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"] },
+        { "apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": ["list"] },
+        { "apiGroups": ["autoscaling.k8s.io"], "resources": ["verticalpodautoscalers"], "verbs": ["list"] },
+        { "apiGroups": ["keda.sh"], "resources": ["scaledobjects"], "verbs": ["list"] }
     ])
 }
 
@@ -315,5 +320,24 @@ mod tests {
         assert!(!rules.contains("secrets"));
         assert!(!rules.contains('*'));
         assert!(!rules.contains("delete"));
+    }
+
+    #[test]
+    fn rbac_reads_the_other_autoscalers_and_nothing_more() {
+        let rules = controller_rules();
+        for (group, resource) in [
+            ("autoscaling", "horizontalpodautoscalers"),
+            ("autoscaling.k8s.io", "verticalpodautoscalers"),
+            ("keda.sh", "scaledobjects"),
+        ] {
+            let rule = rules
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|r| r["apiGroups"][0] == group && r["resources"][0] == resource)
+                .cloned()
+                .unwrap_or_default();
+            assert_eq!(rule["verbs"], json!(["list"]), "{group}/{resource}");
+        }
     }
 }
