@@ -26,7 +26,7 @@ use tracing::{debug, warn};
 
 use crate::conditions::Want;
 use crate::crd::{IPA, IpaGroup, IpaMetadata, Mode};
-use crate::slim::{self, Owner};
+use crate::read::slim::{self, Owner};
 use crate::tenancy;
 
 /// Per-group condition: `True` when nobody else acts on what IPA manages for this target.

@@ -278,3 +278,57 @@ async fn an_authenticated_prometheus_is_read_with_the_token_from_a_secret() -> T
     assert!(message.contains("prometheusAuth"), "{message}");
     Ok(())
 }
+
+#[tokio::test]
+async fn an_hpa_on_the_same_deployment_is_left_its_replicas_until_it_goes() -> TestResult {
+    let mut s = scenario(workload(2, 0.3), None, group(json!({"vertical": false}))).await?;
+    s.api.add_hpa(NS, "web-hpa", "web");
+    let status = s.cycle(T0).await?;
+    let g = first_group(&status)?;
+    assert_eq!(
+        s.api.replicas(NS, "web"),
+        Some(2),
+        "the HPA's replicas are left alone"
+    );
+    let sole = g.conditions.iter().find(|c| c.type_ == "SoleAutoscaler");
+    assert_eq!(sole.map(|c| c.status.as_str()), Some("False"), "{g:?}");
+    assert!(
+        sole.is_some_and(|c| c.message.contains("HorizontalPodAutoscaler apps/web-hpa")),
+        "{sole:?}"
+    );
+    assert_eq!(
+        condition(g, "Applied"),
+        Some("ConflictingAutoscaler"),
+        "{g:?}"
+    );
+    let warnings = s.api.seen(Method::POST, "/events");
+    assert!(
+        warnings
+            .iter()
+            .any(|e| e.body["reason"] == "ConflictingAutoscaler"),
+        "{warnings:?}"
+    );
+    // The HPA is deleted: the next cycle acts.
+    s.api.remove_hpa(NS, "web-hpa");
+    s.cycle(T0 + 15).await?;
+    assert!(s.api.replicas(NS, "web").unwrap_or(0) > 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn of_two_ipas_on_one_deployment_the_newer_refuses() -> TestResult {
+    let mut s = scenario(workload(2, 0.3), None, group(json!({}))).await?;
+    s.api
+        .add_other_ipa(NS, "first", "web", "2026-01-01T00:00:00Z");
+    let status = s.cycle(T0).await?;
+    let g = first_group(&status)?;
+    assert_eq!(s.api.replicas(NS, "web"), Some(2));
+    let sole = g.conditions.iter().find(|c| c.type_ == "SoleAutoscaler");
+    assert!(
+        sole.is_some_and(|c| c.status == "False" && c.message.contains("first")),
+        "{sole:?}"
+    );
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+    assert_eq!(ready.map(|c| c.status.as_str()), Some("False"));
+    Ok(())
+}

@@ -6,6 +6,7 @@ use ipa_core::{
 };
 
 use crate::ask::Asked;
+use crate::conflicts::Sides;
 use crate::summarize::Found;
 use crate::write::patches;
 
@@ -25,11 +26,13 @@ pub struct Plan {
     pub current_replicas: u32,
     /// The containers whose requests or limits change, with their new values.
     pub resize: Vec<ContainerRecommendation>,
+    /// Sides the decision would change that another autoscaler owns: left alone.
+    pub held_back: Sides,
 }
 
 impl Plan {
     pub fn scales(&self) -> bool {
-        self.decision.scales(self.current_replicas)
+        self.decision.scales(self.current_replicas) && !self.held_back.replicas
     }
 }
 
@@ -60,7 +63,15 @@ pub fn plan(
         rationale: decision.rationale.clone(),
         ..Recommendation::new(decision.replicas, decision.source)
     });
-    let resize = patches::resource_changes(&found.info.containers, &decision.containers);
+    let mut resize = patches::resource_changes(&found.info.containers, &decision.containers);
+    let blocked = found.conflicts.blocked();
+    let held_back = Sides {
+        replicas: blocked.replicas && decision.scales(snap.replicas),
+        resources: blocked.resources && !resize.is_empty(),
+    };
+    if held_back.resources {
+        resize.clear();
+    }
     Plan {
         decision,
         recommended,
@@ -69,5 +80,6 @@ pub fn plan(
         advised,
         current_replicas: snap.replicas,
         resize,
+        held_back,
     }
 }

@@ -11,6 +11,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use kube::ResourceExt;
 
+use crate::conflicts;
 use crate::crd::{IPA, SecretKeyRef};
 use crate::reconcile::Context;
 use crate::tenancy::Access;
@@ -29,6 +30,8 @@ pub struct Reading {
     /// The API's view of each allowed namespace.
     pub views: HashMap<String, NamespaceView>,
     pub queried: Queried,
+    /// HPAs, VPAs, ScaledObjects and other IPAs that may act on the targets.
+    pub autoscalers: conflicts::Sources,
 }
 
 impl Reading {
@@ -104,9 +107,13 @@ pub async fn read(ctx: &Context, ipa: &IPA, frame: Frame) -> Reading {
             }
         }
     };
-    let (views, queried) = tokio::join!(lists, queries);
+    let allowed_namespaces: BTreeSet<&str> = allowed.iter().map(|g| g.namespace.as_str()).collect();
+    let autoscalers = conflicts::read_conflict_sources(&ctx.client, &allowed_namespaces);
+    let (views, queried, autoscalers) = tokio::join!(lists, queries, autoscalers);
+    (0..autoscalers.requests).for_each(|_| ctx.metrics.kube_request("list"));
     reading.views = views.into_iter().collect();
     reading.queried = queried;
+    reading.autoscalers = autoscalers;
     reading
 }
 

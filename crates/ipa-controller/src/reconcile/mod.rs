@@ -132,7 +132,7 @@ pub async fn cycle(ipa: &IPA, ctx: &Context, now: i64) -> Result<(), Error> {
     }
     let frame = frame(ipa, ctx.settings, now);
     let reading = read::read(ctx, ipa, frame).await;
-    let summary = summarize::summarize(ipa, reading, frame, ctx.settings.events_window);
+    let summary = summarize::summarize(ipa, reading, frame, ctx.settings);
     warn_refused_targets(ctx, ipa, &summary).await;
     let mut advice = ask::ask(ctx, ipa, previous, &summary, now).await;
     let outcomes = decide_and_write(ctx, ipa, previous, &summary, &mut advice, now).await;
@@ -205,6 +205,7 @@ async fn decide_and_write(
             .notes
             .iter()
             .for_each(|n| ctx.metrics.intervention(n.rule));
+        warn_new_conflict(ctx, ipa, found, prev).await;
         let written = write::apply(ctx, found, &plan, now).await;
         let served = Served {
             found,
@@ -216,6 +217,29 @@ async fn decide_and_write(
         outcomes[found.index] = Some(status::served(ipa, served, &summary.metric_errors, now));
     }
     outcomes.into_iter().flatten().collect()
+}
+
+/// A Warning Event when another autoscaler is first seen on a target (not every cycle it stays).
+async fn warn_new_conflict(
+    ctx: &Context,
+    ipa: &IPA,
+    found: &summarize::Found,
+    prev: Option<&GroupStatus>,
+) {
+    let was_refused = prev.is_some_and(|p| {
+        p.conditions
+            .iter()
+            .any(|c| c.type_ == crate::conflicts::CONDITION && c.status == "False")
+    });
+    if !found.sole.ok && !was_refused {
+        events::warn_ipa(
+            ctx,
+            ipa,
+            crate::conflicts::REASON_CONFLICT,
+            &found.sole.message,
+        )
+        .await;
+    }
 }
 
 async fn warn_refused_targets(ctx: &Context, ipa: &IPA, summary: &Summary) {

@@ -10,11 +10,14 @@ use std::time::Duration;
 use ipa_core::{MetricsSnapshot, ResolvedPolicy};
 use kube::ResourceExt;
 
+use crate::conditions::Want;
+use crate::conflicts::{self, Me, Target, TargetConflicts};
 use crate::crd::{IPA, IpaGroup, Mode};
 use crate::read::Reading;
 use crate::read::cluster::NamespaceView;
 use crate::read::metrics::{CycleMetrics, Frame};
 use crate::read::slim::DeploymentView;
+use crate::reconcile::Settings;
 use crate::tenancy;
 use snapshot::{Indexed, TargetInfo};
 
@@ -27,6 +30,9 @@ pub struct Found {
     pub deployment: DeploymentView,
     pub policy: ResolvedPolicy,
     pub mode: Mode,
+    /// Other autoscalers acting on it, and the `SoleAutoscaler` condition that says so.
+    pub conflicts: TargetConflicts,
+    pub sole: Want,
 }
 
 /// A listed target that is not served this cycle, and why (a `TargetFound` condition's reason and message).
@@ -65,10 +71,10 @@ pub fn policy_of(group: &IpaGroup, interval: Duration) -> ResolvedPolicy {
     policy.resolve()
 }
 
-pub fn summarize(ipa: &IPA, mut reading: Reading, frame: Frame, events_window: u64) -> Summary {
+pub fn summarize(ipa: &IPA, mut reading: Reading, frame: Frame, settings: Settings) -> Summary {
     let mut summary = Summary::default();
     let mut seen = BTreeSet::new();
-    let events_since = frame.now - events_window as i64;
+    let events_since = frame.now - settings.events_window as i64;
     for (index, group) in ipa.spec.metadata.ipa_group.iter().enumerate() {
         match find(ipa, index, group, &mut seen, &mut reading, events_since) {
             Ok(found) => summary.found.push(found),
@@ -79,6 +85,12 @@ pub fn summarize(ipa: &IPA, mut reading: Reading, frame: Frame, events_window: u
             }),
         }
     }
+    other_autoscalers(
+        ipa,
+        &mut summary.found,
+        &reading.autoscalers,
+        settings.allow_cross_namespace,
+    );
     summary.snapshots = snapshots(&mut summary.found, &reading.queried.metrics, frame);
     summary.metric_errors = reading.queried.errors;
     summary
@@ -133,7 +145,28 @@ fn find<'a>(
         deployment,
         policy,
         mode: spec.mode_of(group),
+        conflicts: TargetConflicts::default(),
+        sole: Want::new(conflicts::CONDITION, true, conflicts::REASON_CLEAR, ""),
     })
+}
+
+/// Which found targets another autoscaler acts on (an HPA, a VPA, a ScaledObject, an older IPA).
+fn other_autoscalers(
+    ipa: &IPA,
+    found: &mut [Found],
+    sources: &conflicts::Sources,
+    allow_cross: bool,
+) {
+    let spec = &ipa.spec.metadata;
+    let targets: Vec<Target<'_>> = found
+        .iter()
+        .map(|f| Target::of(spec, &spec.ipa_group[f.index]))
+        .collect();
+    let results = conflicts::find_conflicts(&Me::of(ipa), &targets, sources, allow_cross);
+    for ((f, target), result) in found.iter_mut().zip(&targets).zip(results) {
+        f.sole = conflicts::condition(target, &result);
+        f.conflicts = result;
+    }
 }
 
 /// Each found target's snapshot. Where owner references could not be read, pods are attributed by name.

@@ -60,6 +60,15 @@ fn write_params() -> PatchParams {
 /// Applies one target's plan: replicas first (the fast need), then resources.
 pub async fn apply(ctx: &Context, found: &Found, plan: &Plan, now: i64) -> Written {
     let (scale, resize) = (plan.scales(), !plan.resize.is_empty());
+    if !scale && !resize && !plan.held_back.is_empty() {
+        let why = format!(
+            "another autoscaler owns the {}; IPA leaves them alone (see {})",
+            plan.held_back.words(),
+            crate::conflicts::CONDITION
+        );
+        let reason = crate::conflicts::REASON_CONFLICT;
+        return Written::nothing(Want::new(conditions::APPLIED, false, reason, why));
+    }
     if !scale && !resize {
         return Written::nothing(Want::new(
             conditions::APPLIED,

@@ -119,6 +119,7 @@ pub fn served(ipa: &IPA, s: Served<'_>, metric_errors: &[String], now: i64) -> G
         Want::new(conditions::TARGET_FOUND, true, "Found", "deployment exists"),
         metrics_want(snap, metric_errors),
         agent_want(ipa, &plan, prev),
+        found.sole.clone(),
         written.applied.clone(),
     ];
     let rec = &plan.recommended;
@@ -233,6 +234,12 @@ fn key(g: &GroupStatus) -> String {
     format!("{}/{}", g.namespace, g.deployment)
 }
 
+fn conflicted(g: &GroupStatus) -> bool {
+    g.conditions
+        .iter()
+        .any(|c| c.type_ == crate::conflicts::CONDITION && c.status == "False")
+}
+
 fn refused_target(g: &GroupStatus) -> bool {
     let refused =
         |c: &Condition| c.type_ == conditions::TARGET_FOUND && c.reason == tenancy::REFUSED_REASON;
@@ -265,13 +272,21 @@ pub fn ipa_status(
         })
         .map(key)
         .collect();
-    let ready = not_found.is_empty() && refused.is_empty() && apply_failed == 0 && found > 0;
+    let conflicted = groups.iter().filter(|g| conflicted(g)).count();
+    let ready = not_found.is_empty()
+        && refused.is_empty()
+        && apply_failed == 0
+        && conflicted == 0
+        && found > 0;
     let (ready_reason, listed) = match (ready, found) {
         (true, _) => ("Reconciled", outcomes.len()),
         (false, 0) => ("NoTargets", outcomes.len()),
         (false, _) => ("Degraded", outcomes.len()),
     };
-    let served = format!("{found}/{listed} targets served, {apply_failed} write(s) failed");
+    let mut served = format!("{found}/{listed} targets served, {apply_failed} write(s) failed");
+    if conflicted > 0 {
+        served.push_str(&format!(", {conflicted} shared with another autoscaler"));
+    }
     let wanted = [
         found_want(found, &not_found),
         ipa_metrics_want(&groups, metric_errors),

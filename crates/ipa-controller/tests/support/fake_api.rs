@@ -28,6 +28,9 @@ struct State {
     replica_sets: BTreeMap<(String, String), Value>,
     namespaces: BTreeMap<String, Value>,
     secrets: BTreeMap<(String, String), Value>,
+    hpas: BTreeMap<(String, String), Value>,
+    /// Other IPAs in the cluster (the one under test is not listed).
+    ipas: BTreeMap<(String, String), Value>,
     /// The last status written per IPA (namespace, name).
     statuses: BTreeMap<(String, String), Value>,
     seen: Vec<Seen>,
@@ -106,6 +109,28 @@ impl FakeApi {
         let ns = json!({"apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": name, "annotations": annotations}});
         self.state().namespaces.insert(name.into(), ns);
+    }
+
+    /// A HorizontalPodAutoscaler (autoscaling/v2) on Deployment `deployment`.
+    pub fn add_hpa(&self, ns: &str, name: &str, deployment: &str) {
+        let hpa = json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment},
+                "minReplicas": 1, "maxReplicas": 10}});
+        self.state().hpas.insert((ns.into(), name.into()), hpa);
+    }
+
+    pub fn remove_hpa(&self, ns: &str, name: &str) {
+        self.state().hpas.remove(&(ns.into(), name.into()));
+    }
+
+    /// Another IPA, created at `created` (RFC 3339), listing `deployment` in its group.
+    pub fn add_other_ipa(&self, ns: &str, name: &str, deployment: &str, created: &str) {
+        let ipa = json!({"apiVersion": "ipa.shafinhasnat.me/v1alpha1", "kind": "IPA",
+            "metadata": {"name": name, "namespace": ns, "creationTimestamp": created},
+            "spec": {"metadata": {"prometheusUri": "http://prometheus", "ipaGroup": [
+                {"deployment": deployment, "namespace": ns}]}}});
+        self.state().ipas.insert((ns.into(), name.into()), ipa);
     }
 
     /// A Secret with one key.
@@ -231,6 +256,20 @@ fn route(state: &mut State, method: &Method, path: &[&str], body: Value) -> Resp
         }
         ("GET", ["api", "v1", "namespaces", ns, "pods"]) => ok(list(in_namespace(&state.pods, ns))),
         ("GET", ["api", "v1", "namespaces", _, "events"]) => ok(list(Vec::new())),
+        (
+            "GET",
+            [
+                "apis",
+                "autoscaling",
+                "v2",
+                "namespaces",
+                ns,
+                "horizontalpodautoscalers",
+            ],
+        ) => ok(list(in_namespace(&state.hpas, ns))),
+        ("GET", ["apis", "ipa.shafinhasnat.me", "v1alpha1", "ipas"]) => {
+            ok(list(state.ipas.values().cloned().collect()))
+        }
         ("GET", ["api", "v1", "namespaces", ns, "secrets", name]) => {
             match state.secrets.get(&(ns.to_string(), name.to_string())) {
                 Some(secret) => ok(secret.clone()),

@@ -45,7 +45,8 @@ pub fn settings() -> Settings {
 pub fn ipa(metadata: Value) -> Result<IPA, serde_json::Error> {
     let mut ipa: IPA = serde_json::from_value(json!({
         "apiVersion": "ipa.shafinhasnat.me/v1alpha1", "kind": "IPA",
-        "metadata": {"name": "web-ipa", "namespace": NS, "generation": 1},
+        "metadata": {"name": "web-ipa", "namespace": NS, "generation": 1,
+            "creationTimestamp": "2026-06-01T00:00:00Z"},
         "spec": {"metadata": metadata}
     }))?;
     ipa.metadata.namespace = Some(NS.into());
