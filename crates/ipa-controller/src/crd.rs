@@ -10,6 +10,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub mod schema;
+
 /// Default decision interval when `spec.metadata.interval` is absent.
 pub const DEFAULT_INTERVAL_SECONDS: u64 = 60;
 /// Bounds on the interval: faster would hammer Prometheus and the agent, slower is not autoscaling.
@@ -26,6 +28,9 @@ pub const MAX_INTERVAL_SECONDS: u64 = 3600;
     kind = "IPA",
     plural = "ipas",
     singular = "ipa",
+    // `ipa` is also the singular; as a short name it shows in `kubectl api-resources` and wins kubectl's
+    // shortcut expansion. `pa` would clash with Istio's PeerAuthentication.
+    shortname = "ipa",
     namespaced,
     status = "IpaStatus",
     category = "autoscaling",
@@ -42,6 +47,7 @@ pub struct IpaSpec {
 /// The seed's `spec.metadata` plus IPA's optional additions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = schema::metadata)]
 pub struct IpaMetadata {
     /// Base URL of the Prometheus server, e.g. `http://prometheus-server.default.svc`.
     pub prometheus_uri: String,
@@ -51,11 +57,11 @@ pub struct IpaMetadata {
     /// The Deployments to scale.
     pub ipa_group: Vec<IpaGroup>,
     /// The advisory loop's interval (the agent is asked, pods are right-sized) as a Go duration (`30s`, `1m`);
-    /// default `60s`, bounded to 5 s … 1 h.
+    /// default `60s`, from `5s` to `1h`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<kube::core::Duration>,
     /// The fast loop's period (replicas follow the load; no agent is waited for) as a Go duration; default
-    /// `15s` (HPA's sync period), bounded to 5 s … `interval`.
+    /// `15s` (HPA's sync period), from `5s` to `interval`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_period: Option<kube::core::Duration>,
     /// `Auto` (apply decisions, the default) or `Recommend` (status only). A group's own `mode` wins.
@@ -69,31 +75,23 @@ pub struct IpaMetadata {
 /// One target Deployment and its policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-#[schemars(transform = drop_interval_seconds)]
+#[schemars(transform = schema::group)]
 pub struct IpaGroup {
+    /// Name of the Deployment to scale.
     pub deployment: String,
+    /// Namespace of the Deployment: the IPA's own, or one whose `ipa.shafinhasnat.me/allow-from` annotation
+    /// names the IPA's namespace (or `*`).
     pub namespace: String,
     /// Name of the Ingress in front of the Deployment (ingress-nginx request metrics).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<String>,
-    /// Overrides the IPA-wide `mode` for this Deployment.
+    /// `Auto` or `Recommend` for this Deployment; default the IPA-wide `mode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
     /// Bounds and behaviour: minReplicas, maxReplicas, targetUtilization, scaleUp/scaleDown, vertical,
     /// containers, minCpu/maxCpu/minMemory/maxMemory, resizeThreshold, minResizeIntervalSeconds, ….
     #[serde(flatten)]
     pub policy: Policy,
-}
-
-/// The decision interval is the IPA's (`spec.metadata.interval`); a per-group one would be ignored, so it is
-/// not offered in the schema (the apiserver prunes it).
-fn drop_interval_seconds(schema: &mut schemars::Schema) {
-    if let Some(properties) = schema
-        .get_mut("properties")
-        .and_then(serde_json::Value::as_object_mut)
-    {
-        properties.remove("intervalSeconds");
-    }
 }
 
 /// Whether decisions are applied or only reported.
@@ -118,7 +116,9 @@ impl Mode {
 /// A key in a Secret of the IPA's namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SecretKeyRef {
+    /// Name of the Secret (the controller needs `get` on it).
     pub name: String,
+    /// Key in the Secret whose value is the token; default `token`.
     #[serde(default = "default_token_key")]
     pub key: String,
 }
@@ -128,7 +128,8 @@ fn default_token_key() -> String {
 }
 
 impl IpaMetadata {
-    /// The interval to requeue with, defaulted and bounded.
+    /// The interval to requeue with, defaulted and bounded (the CRD refuses values out of bounds, but an object
+    /// stored before it did may still hold one).
     pub fn interval(&self) -> std::time::Duration {
         let wanted = self
             .interval
@@ -158,6 +159,7 @@ impl IpaMetadata {
 /// `status` of an IPA.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = schema::status)]
 pub struct IpaStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
