@@ -106,9 +106,10 @@ pub(super) fn group(schema: &mut schemars::Schema) {
         return;
     };
     if let Some(properties) = properties_mut(object) {
-        // The decision interval is the IPA's (`spec.metadata.interval`); a per-group one would be ignored, so it
-        // is not offered in the schema (the apiserver prunes it).
+        // The loops' periods are the IPA's (`spec.metadata.interval`, `syncPeriod`): a per-group copy would be a
+        // second, disagreeing source, so the schema does not offer one (the apiserver prunes it).
         properties.remove("intervalSeconds");
+        properties.remove("syncPeriodSeconds");
 
         keep_field_descriptions(properties);
         let subdomain = json!({"minLength": 1, "maxLength": 253, "pattern": DNS_SUBDOMAIN});
@@ -463,8 +464,9 @@ mod tests {
             (resolved.target_utilization, resolved.tolerance),
             (0.05, 0.5)
         );
-        // The per-IPA interval is not offered per group.
+        // Per-IPA settings are not offered per group.
         assert!(group.get("intervalSeconds").is_none());
+        assert!(group.get("syncPeriodSeconds").is_none());
         Ok(())
     }
 
