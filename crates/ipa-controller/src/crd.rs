@@ -421,6 +421,138 @@ spec:
         Ok(())
     }
 
+    fn example_dir() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/examples")
+    }
+
+    /// Every `deploy/examples/*.yaml`, sorted, with its text.
+    fn examples() -> Result<Vec<(std::path::PathBuf, String)>, Box<dyn std::error::Error>> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(example_dir())? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                let text = std::fs::read_to_string(&path)?;
+                found.push((path, text));
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
+    fn spec_schema() -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_value(IPA::crd())?;
+        Ok(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"].clone())
+    }
+
+    /// Paths in `value` that the schema does not declare (serde ignores them; the apiserver prunes them).
+    fn undeclared(
+        path: &str,
+        value: &serde_json::Value,
+        schema: &serde_json::Value,
+    ) -> Vec<String> {
+        match value {
+            serde_json::Value::Object(fields) => fields
+                .iter()
+                .flat_map(|(name, field)| {
+                    let path = format!("{path}.{name}");
+                    match schema["properties"].get(name) {
+                        Some(declared) => undeclared(&path, field, declared),
+                        None => vec![path],
+                    }
+                })
+                .collect(),
+            serde_json::Value::Array(items) => items
+                .iter()
+                .flat_map(|item| undeclared(&format!("{path}[]"), item, &schema["items"]))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Paths the schema declares that none of `values` sets (list items are pooled).
+    fn unset(path: &str, schema: &serde_json::Value, values: &[&serde_json::Value]) -> Vec<String> {
+        let Some(properties) = schema["properties"].as_object() else {
+            return Vec::new();
+        };
+        let mut missing = Vec::new();
+        for (name, property) in properties {
+            let path = format!("{path}.{name}");
+            let set: Vec<&serde_json::Value> = values.iter().filter_map(|v| v.get(name)).collect();
+            if set.is_empty() {
+                missing.push(path);
+            } else if property["items"]["properties"].is_object() {
+                let items: Vec<&serde_json::Value> = set
+                    .iter()
+                    .filter_map(|list| list.as_array())
+                    .flatten()
+                    .collect();
+                missing.extend(unset(&format!("{path}[]"), &property["items"], &items));
+            } else {
+                missing.extend(unset(&path, property, &set));
+            }
+        }
+        missing
+    }
+
+    #[test]
+    fn every_example_parses_into_an_ipa_with_only_declared_fields()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let schema = spec_schema()?;
+        let examples = examples()?;
+        let names: Vec<_> = examples
+            .iter()
+            .filter_map(|(path, _)| path.file_name()?.to_str())
+            .collect();
+        assert!(
+            names.contains(&"seed.yaml") && names.contains(&"every-option.yaml"),
+            "{names:?}"
+        );
+        for (path, text) in &examples {
+            let file = path.display();
+            assert!(text.starts_with("# "), "{file}: no comment header");
+            let ipa: IPA = serde_saphyr::from_str(text).map_err(|e| format!("{file}: {e}"))?;
+            assert!(
+                !ipa.spec.metadata.ipa_group.is_empty(),
+                "{file}: no targets"
+            );
+            let value: serde_json::Value = serde_saphyr::from_str(text)?;
+            let typos = undeclared("spec", &value["spec"], &schema);
+            assert!(
+                typos.is_empty(),
+                "{file}: fields the CRD does not declare: {typos:?}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_seed_example_is_the_seeds_manifest_unchanged() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let file = std::fs::read_to_string(example_dir().join("seed.yaml"))?;
+        let example: serde_json::Value = serde_saphyr::from_str(&file)?;
+        let seed: serde_json::Value = serde_saphyr::from_str(SEED_MANIFEST)?;
+        assert_eq!(example, seed);
+        Ok(())
+    }
+
+    #[test]
+    fn the_every_option_example_sets_every_field() -> Result<(), Box<dyn std::error::Error>> {
+        let file = std::fs::read_to_string(example_dir().join("every-option.yaml"))?;
+        let example: serde_json::Value = serde_saphyr::from_str(&file)?;
+        let missing = unset("spec", &spec_schema()?, &[&example["spec"]]);
+        assert!(
+            missing.is_empty(),
+            "every-option.yaml does not set {missing:?}"
+        );
+        let ipa: IPA = serde_json::from_value(example)?;
+        let m = &ipa.spec.metadata;
+        assert_eq!(m.interval(), std::time::Duration::from_secs(120));
+        assert_eq!(m.sync_period(), std::time::Duration::from_secs(20));
+        assert_eq!(m.mode_of(&m.ipa_group[1]), Mode::Recommend);
+        Ok(())
+    }
+
     #[test]
     fn guard_state_round_trips() {
         let state = GuardState {
