@@ -173,7 +173,7 @@ pub(super) fn group(schema: &mut schemars::Schema) {
                 .get(field)
                 .and_then(|property| property.get("description"))
                 .and_then(Value::as_str)
-                .map(|doc| json!({"description": format!("{doc} A {what} quantity string such as {examples}.")}));
+                .map(|doc| json!({"description": format!("{}. A {what} quantity string such as {examples}.", doc.trim_end_matches('.'))}));
             constrain(
                 properties,
                 field,
