@@ -11,6 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub mod prometheus_auth;
+pub mod schema;
 pub use prometheus_auth::{BasicAuth, PrometheusAuth};
 
 /// Default decision interval when `spec.metadata.interval` is absent.
@@ -29,6 +30,9 @@ pub const MAX_INTERVAL_SECONDS: u64 = 3600;
     kind = "IPA",
     plural = "ipas",
     singular = "ipa",
+    // `ipa` is also the singular; as a short name it shows in `kubectl api-resources` and wins kubectl's
+    // shortcut expansion. `pa` would clash with Istio's PeerAuthentication.
+    shortname = "ipa",
     namespaced,
     status = "IpaStatus",
     category = "autoscaling",
@@ -45,6 +49,7 @@ pub struct IpaSpec {
 /// The seed's `spec.metadata` plus IPA's optional additions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = schema::metadata)]
 pub struct IpaMetadata {
     /// Base URL of the Prometheus server, e.g. `http://prometheus-server.default.svc`.
     pub prometheus_uri: String,
@@ -58,11 +63,11 @@ pub struct IpaMetadata {
     /// The Deployments to scale.
     pub ipa_group: Vec<IpaGroup>,
     /// The advisory loop's interval (the agent is asked, pods are right-sized) as a Go duration (`30s`, `1m`);
-    /// default `60s`, bounded to 5 s … 1 h.
+    /// default `60s`, from `5s` to `1h`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<kube::core::Duration>,
     /// The fast loop's period (replicas follow the load; no agent is waited for) as a Go duration; default
-    /// `15s` (HPA's sync period), bounded to 5 s … `interval`.
+    /// `15s` (HPA's sync period), from `5s` to `interval`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_period: Option<kube::core::Duration>,
     /// `Auto` (apply decisions, the default) or `Recommend` (status only). A group's own `mode` wins.
@@ -76,31 +81,23 @@ pub struct IpaMetadata {
 /// One target Deployment and its policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-#[schemars(transform = drop_interval_seconds)]
+#[schemars(transform = schema::group)]
 pub struct IpaGroup {
+    /// Name of the Deployment to scale.
     pub deployment: String,
+    /// Namespace of the Deployment: the IPA's own, or one whose `ipa.shafinhasnat.me/allow-from` annotation
+    /// names the IPA's namespace (or `*`).
     pub namespace: String,
     /// Name of the Ingress in front of the Deployment (ingress-nginx request metrics).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<String>,
-    /// Overrides the IPA-wide `mode` for this Deployment.
+    /// `Auto` or `Recommend` for this Deployment; default the IPA-wide `mode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
     /// Bounds and behaviour: minReplicas, maxReplicas, targetUtilization, scaleUp/scaleDown, vertical,
     /// containers, minCpu/maxCpu/minMemory/maxMemory, resizeThreshold, minResizeIntervalSeconds, ….
     #[serde(flatten)]
     pub policy: Policy,
-}
-
-/// The decision interval is the IPA's (`spec.metadata.interval`); a per-group one would be ignored, so it is
-/// not offered in the schema (the apiserver prunes it).
-fn drop_interval_seconds(schema: &mut schemars::Schema) {
-    if let Some(properties) = schema
-        .get_mut("properties")
-        .and_then(serde_json::Value::as_object_mut)
-    {
-        properties.remove("intervalSeconds");
-    }
 }
 
 /// Whether decisions are applied or only reported.
@@ -125,7 +122,9 @@ impl Mode {
 /// A key in a Secret of the IPA's namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SecretKeyRef {
+    /// Name of the Secret (the controller needs `get` on it).
     pub name: String,
+    /// Key in the Secret whose value is the token; default `token`.
     #[serde(default = "default_token_key")]
     pub key: String,
 }
@@ -135,7 +134,8 @@ fn default_token_key() -> String {
 }
 
 impl IpaMetadata {
-    /// The interval to requeue with, defaulted and bounded.
+    /// The interval to requeue with, defaulted and bounded (the CRD refuses values out of bounds, but an object
+    /// stored before it did may still hold one).
     pub fn interval(&self) -> std::time::Duration {
         let wanted = self
             .interval
@@ -165,6 +165,7 @@ impl IpaMetadata {
 /// `status` of an IPA.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = schema::status)]
 pub struct IpaStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -423,6 +424,145 @@ spec:
         assert!(!yaml.contains("intervalSeconds"));
         assert!(yaml.contains("minReplicas"));
         assert!(yaml.contains("subresources"));
+        Ok(())
+    }
+
+    fn example_dir() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/examples")
+    }
+
+    /// Every `deploy/examples/*.yaml`, sorted, with its text.
+    fn examples() -> Result<Vec<(std::path::PathBuf, String)>, Box<dyn std::error::Error>> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(example_dir())? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                let text = std::fs::read_to_string(&path)?;
+                found.push((path, text));
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
+    fn spec_schema() -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_value(IPA::crd())?;
+        Ok(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"].clone())
+    }
+
+    /// Paths in `value` that the schema does not declare (serde ignores them; the apiserver prunes them).
+    fn undeclared(
+        path: &str,
+        value: &serde_json::Value,
+        schema: &serde_json::Value,
+    ) -> Vec<String> {
+        match value {
+            serde_json::Value::Object(fields) => fields
+                .iter()
+                .flat_map(|(name, field)| {
+                    let path = format!("{path}.{name}");
+                    match schema["properties"].get(name) {
+                        Some(declared) => undeclared(&path, field, declared),
+                        // A map (`headers`): any key, each value of the declared schema.
+                        None if schema["additionalProperties"].is_object() => {
+                            undeclared(&path, field, &schema["additionalProperties"])
+                        }
+                        None => vec![path],
+                    }
+                })
+                .collect(),
+            serde_json::Value::Array(items) => items
+                .iter()
+                .flat_map(|item| undeclared(&format!("{path}[]"), item, &schema["items"]))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Paths the schema declares that none of `values` sets (list items are pooled).
+    fn unset(path: &str, schema: &serde_json::Value, values: &[&serde_json::Value]) -> Vec<String> {
+        let Some(properties) = schema["properties"].as_object() else {
+            return Vec::new();
+        };
+        let mut missing = Vec::new();
+        for (name, property) in properties {
+            let path = format!("{path}.{name}");
+            let set: Vec<&serde_json::Value> = values.iter().filter_map(|v| v.get(name)).collect();
+            if set.is_empty() {
+                missing.push(path);
+            } else if property["items"]["properties"].is_object() {
+                let items: Vec<&serde_json::Value> = set
+                    .iter()
+                    .filter_map(|list| list.as_array())
+                    .flatten()
+                    .collect();
+                missing.extend(unset(&format!("{path}[]"), &property["items"], &items));
+            } else {
+                missing.extend(unset(&path, property, &set));
+            }
+        }
+        missing
+    }
+
+    #[test]
+    fn every_example_parses_into_an_ipa_with_only_declared_fields()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let schema = spec_schema()?;
+        let examples = examples()?;
+        let names: Vec<_> = examples
+            .iter()
+            .filter_map(|(path, _)| path.file_name()?.to_str())
+            .collect();
+        assert!(
+            names.contains(&"seed.yaml") && names.contains(&"every-option.yaml"),
+            "{names:?}"
+        );
+        for (path, text) in &examples {
+            let file = path.display();
+            assert!(text.starts_with("# "), "{file}: no comment header");
+            let ipa: IPA = serde_saphyr::from_str(text).map_err(|e| format!("{file}: {e}"))?;
+            assert!(
+                !ipa.spec.metadata.ipa_group.is_empty(),
+                "{file}: no targets"
+            );
+            let value: serde_json::Value = serde_saphyr::from_str(text)?;
+            let typos = undeclared("spec", &value["spec"], &schema);
+            assert!(
+                typos.is_empty(),
+                "{file}: fields the CRD does not declare: {typos:?}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_seed_example_is_the_seeds_manifest_unchanged() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let file = std::fs::read_to_string(example_dir().join("seed.yaml"))?;
+        let example: serde_json::Value = serde_saphyr::from_str(&file)?;
+        let seed: serde_json::Value = serde_saphyr::from_str(SEED_MANIFEST)?;
+        assert_eq!(example, seed);
+        Ok(())
+    }
+
+    #[test]
+    fn the_every_option_example_sets_every_field() -> Result<(), Box<dyn std::error::Error>> {
+        let file = std::fs::read_to_string(example_dir().join("every-option.yaml"))?;
+        let example: serde_json::Value = serde_saphyr::from_str(&file)?;
+        // Alternatives: basic auth is the other way to authenticate to Prometheus than the bearer token set there.
+        let alternatives = ["spec.metadata.prometheusAuth.basicAuth"];
+        let mut missing = unset("spec", &spec_schema()?, &[&example["spec"]]);
+        missing.retain(|m| !alternatives.contains(&m.as_str()));
+        assert!(
+            missing.is_empty(),
+            "every-option.yaml does not set {missing:?}"
+        );
+        let ipa: IPA = serde_json::from_value(example)?;
+        let m = &ipa.spec.metadata;
+        assert_eq!(m.interval(), std::time::Duration::from_secs(120));
+        assert_eq!(m.sync_period(), std::time::Duration::from_secs(20));
+        assert_eq!(m.mode_of(&m.ipa_group[1]), Mode::Recommend);
         Ok(())
     }
 

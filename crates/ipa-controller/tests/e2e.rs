@@ -1496,3 +1496,106 @@ async fn a_slow_agent_never_delays_a_scale_up() -> TestResult {
     bed.cleanup(ns, &[app]).await;
     Ok(())
 }
+
+/// Issue 13, "a CRD that says no": every example in deploy/examples/ is accepted by the real apiserver as it
+/// is (server-side apply, dry run; nothing pruned), and nonsense is refused with the rule's own message before
+/// any controller sees it — no controller runs in this test.
+#[tokio::test]
+#[ignore = "needs the test bed (make test)"]
+async fn examples_apply_and_nonsense_is_refused_by_the_apiserver() -> TestResult {
+    use ipa_controller::crd::schema;
+    use kube::api::{ApiResource, DynamicObject};
+
+    let bed = Bed::connect().await?;
+    let ns = "ipa-e2e-crd";
+    bed.fresh_namespace(ns).await?;
+    // Untyped, so the apiserver sees the file's fields, not what serde kept of them.
+    let ipas: Api<DynamicObject> =
+        Api::namespaced_with(bed.client.clone(), ns, &ApiResource::erase::<IPA>(&()));
+
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/examples");
+    let mut applied = Vec::new();
+    for entry in std::fs::read_dir(&examples)? {
+        let path = entry?.path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let example: Value = serde_saphyr::from_str(&std::fs::read_to_string(&path)?)?;
+        let name = example["metadata"]["name"]
+            .as_str()
+            .ok_or(format!("{}: no metadata.name", path.display()))?;
+        let stored = ipas
+            .patch(
+                name,
+                &PatchParams::apply("ipa-e2e").dry_run(),
+                &Patch::Apply(&example),
+            )
+            .await
+            .map_err(|e| format!("{} refused: {e}", path.display()))?;
+        // Every field the example sets is declared, so the apiserver keeps the spec as written.
+        assert_eq!(stored.data["spec"], example["spec"], "{}", path.display());
+        applied.push(path);
+    }
+    println!("applied (dry run): {applied:?}");
+    assert!(applied.len() >= 2, "{applied:?}");
+
+    let manifest = |metadata: &str, group: &str| {
+        format!(
+            "apiVersion: ipa.shafinhasnat.me/v1alpha1\nkind: IPA\nmetadata: {{name: nonsense}}\nspec:\n  metadata:\n    \
+             prometheusUri: http://prometheus-server.default.svc\n{metadata}    ipaGroup:\n      \
+             - {{deployment: web, namespace: {ns}{group}}}\n"
+        )
+    };
+    let refusals = [
+        // The issue's own case.
+        (
+            manifest("", ", minReplicas: 5, maxReplicas: 2"),
+            schema::REPLICAS_ORDER_MESSAGE.to_string(),
+        ),
+        (
+            manifest("", ", minCpu: \"2\", maxCpu: 500m"),
+            schema::CPU_ORDER_MESSAGE.to_string(),
+        ),
+        (
+            manifest("", ", maxMemory: lots"),
+            "maxMemory must be a memory quantity".to_string(),
+        ),
+        (
+            manifest("", ", targetUtilization: 1.5"),
+            "less than or equal to 1".to_string(),
+        ),
+        (
+            manifest("    interval: 1d\n", ""),
+            schema::duration_range_message("interval"),
+        ),
+        (
+            manifest("    interval: 30s\n    syncPeriod: 45s\n", ""),
+            schema::sync_period_order_message(),
+        ),
+    ];
+    for (manifest, message) in refusals {
+        let object: Value = serde_saphyr::from_str(&manifest)?;
+        let outcome = ipas
+            .patch(
+                "nonsense",
+                &PatchParams::apply("ipa-e2e").force(),
+                &Patch::Apply(&object),
+            )
+            .await;
+        match outcome {
+            Err(kube::Error::Api(status)) => {
+                println!("refused: {}", status.message);
+                assert_eq!(status.code, 422, "{status:?}");
+                assert!(
+                    status.message.contains(&message),
+                    "{message:?} not in {:?}",
+                    status.message
+                );
+            }
+            other => return Err(format!("not refused: {manifest}\n{other:?}").into()),
+        }
+    }
+    assert!(ipas.get_opt("nonsense").await?.is_none());
+    bed.cleanup(ns, &[]).await;
+    Ok(())
+}

@@ -19,6 +19,7 @@ pub struct ScalingRules {
     /// At most this percentage of the current replicas added/removed per `periodSeconds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_percent: Option<u32>,
+    /// The period `maxPods` and `maxPercent` count over; default 15 s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub period_seconds: Option<u32>,
 }
@@ -27,8 +28,10 @@ pub struct ScalingRules {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Policy {
+    /// Fewest replicas ever set; default 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_replicas: Option<u32>,
+    /// Most replicas ever set; default 20 (or `minReplicas` when that is higher), never above 10,000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_replicas: Option<u32>,
     /// Target CPU utilization of the CPU request (0.05–1.0); default 0.7.
@@ -37,8 +40,11 @@ pub struct Policy {
     /// Dead band around the current replicas within which nothing changes; default 0.1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerance: Option<f64>,
+    /// How fast replicas may grow; default: no stabilization, at most max(4 pods, 100 %) per 15 s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_up: Option<ScalingRules>,
+    /// How fast replicas may shrink; default: a window of twice (start-up + sync period), 60–300 s, and at most
+    /// 100 % per 15 s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_down: Option<ScalingRules>,
     /// Manage requests/limits (vertical scaling); default true.
@@ -47,12 +53,16 @@ pub struct Policy {
     /// Containers to manage; default all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub containers: Option<Vec<String>>,
+    /// Smallest CPU request or limit set on a managed container; default 10m.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_cpu: Option<CpuMillis>,
+    /// Largest CPU request or limit set on a managed container; default 64 cores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_cpu: Option<CpuMillis>,
+    /// Smallest memory request or limit set on a managed container; default 16Mi.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_memory: Option<Bytes>,
+    /// Largest memory request or limit set on a managed container; default 256Gi.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_memory: Option<Bytes>,
     /// A requests/limits change smaller than this fraction is not applied (it would restart pods); default 0.15.

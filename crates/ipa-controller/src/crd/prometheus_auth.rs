@@ -31,6 +31,8 @@ pub struct PrometheusAuth {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BasicAuth {
+    /// The key of a Secret holding the user name.
     pub username_secret_ref: SecretKeyRef,
+    /// The key of a Secret holding the password.
     pub password_secret_ref: SecretKeyRef,
 }

@@ -64,10 +64,13 @@ impl Summary {
     }
 }
 
-/// The group's resolved policy: the CR's interval wins over any per-group one.
-pub fn policy_of(group: &IpaGroup, interval: Duration) -> ResolvedPolicy {
+/// The group's resolved policy: the IPA's interval and sync period win over any per-group one (the loops run per
+/// IPA, and the default scale-down window is derived from the sync period).
+pub fn policy_of(group: &IpaGroup, interval: Duration, sync: Duration) -> ResolvedPolicy {
+    let seconds = |d: Duration| Some(d.as_secs().min(u64::from(u32::MAX)) as u32);
     let mut policy = group.policy.clone();
-    policy.interval_seconds = Some(interval.as_secs().min(u64::from(u32::MAX)) as u32);
+    policy.interval_seconds = seconds(interval);
+    policy.sync_period_seconds = seconds(sync);
     policy.resolve()
 }
 
@@ -130,7 +133,7 @@ fn find<'a>(
         return Err(("NotFound", format!("deployment {ns}/{name} does not exist")));
     };
     let spec = &ipa.spec.metadata;
-    let policy = policy_of(group, spec.interval());
+    let policy = policy_of(group, spec.interval(), spec.sync_period());
     let view = reading.views.get(ns);
     let info = target::target_info(
         group,
