@@ -11,6 +11,7 @@ pub mod conditions;
 pub mod crd;
 pub mod decide;
 mod error;
+pub mod in_place;
 pub mod manifests;
 pub mod metrics;
 pub mod read;
