@@ -73,6 +73,11 @@ pub struct IpaMetadata {
     /// `Auto` (apply decisions, the default) or `Recommend` (status only). A group's own `mode` wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
+    /// How new requests/limits reach the pods: `Template` (the default: a rolling update, the seed's behaviour),
+    /// `Off`, or — accepted, not yet applied by this version — `InPlace` and `InPlaceOrRecreate`. A group's own
+    /// `updateMode` wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_mode: Option<UpdateMode>,
     /// A key of a Secret in the IPA's namespace whose value is sent to the agent as a bearer token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_token_secret_ref: Option<SecretKeyRef>,
@@ -94,6 +99,9 @@ pub struct IpaGroup {
     /// `Auto` or `Recommend` for this Deployment; default the IPA-wide `mode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
+    /// Overrides the IPA-wide `updateMode` for this Deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_mode: Option<UpdateMode>,
     /// Bounds and behaviour: minReplicas, maxReplicas, targetUtilization, scaleUp/scaleDown, vertical,
     /// containers, minCpu/maxCpu/minMemory/maxMemory, resizeThreshold, minResizeIntervalSeconds, ….
     #[serde(flatten)]
@@ -115,6 +123,38 @@ impl Mode {
         match self {
             Self::Auto => "Auto",
             Self::Recommend => "Recommend",
+        }
+    }
+}
+
+/// How a change of requests/limits reaches a target's pods (replicas are not affected): `Template` (the default),
+/// `"Off"` (quoted: YAML 1.1 reads a bare Off as false), `InPlace` or `InPlaceOrRecreate`. A group's own value
+/// overrides the IPA's. The in-place modes are accepted so manifests can name them, but this version does not
+/// apply them yet (docs/operator.md, Update modes): their resizes are recommended in status only, and the group's
+/// `Applied` condition says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub enum UpdateMode {
+    /// Resize the running pods through `pods/resize`; never restart one. A resize the node cannot fit stays
+    /// pending, and a condition says so.
+    InPlace,
+    /// Resize in place; a pod whose node reports the resize `Infeasible`, or keeps it `Deferred` past a
+    /// timeout, is evicted (respecting PodDisruptionBudgets, never the last ready replica) and recreated at the
+    /// new size.
+    InPlaceOrRecreate,
+    /// Patch the Deployment's pod template: a rolling update of every pod (the seed's behaviour).
+    #[default]
+    Template,
+    /// Recommend requests/limits in status; never change them.
+    Off,
+}
+
+impl UpdateMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InPlace => "InPlace",
+            Self::InPlaceOrRecreate => "InPlaceOrRecreate",
+            Self::Template => "Template",
+            Self::Off => "Off",
         }
     }
 }
@@ -159,6 +199,11 @@ impl IpaMetadata {
     /// The mode of one group: its own, else the IPA's, else `Auto`.
     pub fn mode_of(&self, group: &IpaGroup) -> Mode {
         group.mode.or(self.mode).unwrap_or_default()
+    }
+
+    /// The update mode of one group: its own, else the IPA's, else `InPlaceOrRecreate`.
+    pub fn update_mode_of(&self, group: &IpaGroup) -> UpdateMode {
+        group.update_mode.or(self.update_mode).unwrap_or_default()
     }
 }
 
@@ -370,6 +415,7 @@ spec:
         assert_eq!(m.ipa_group[0].ingress.as_deref(), Some("testappingress"));
         assert_eq!(m.interval(), std::time::Duration::from_secs(60));
         assert_eq!(m.mode_of(&m.ipa_group[0]), Mode::Auto);
+        assert_eq!(m.update_mode_of(&m.ipa_group[0]), UpdateMode::Template);
         assert_eq!(m.ipa_group[0].policy, Policy::default());
         Ok(())
     }
@@ -387,15 +433,19 @@ spec:
     llmAgent: ""
     interval: 1s
     mode: Recommend
+    updateMode: Template
     agentTokenSecretRef: {name: agent}
     ipaGroup:
       - deployment: a
         namespace: n
         mode: Auto
+        updateMode: InPlace
         minReplicas: 2
         maxReplicas: 9
         maxCpu: "2"
         scaleDown: {stabilizationWindowSeconds: 30}
+      - deployment: b
+        namespace: n
 "#,
         )?;
         let m = &ipa.spec.metadata;
@@ -404,6 +454,9 @@ spec:
             std::time::Duration::from_secs(MIN_INTERVAL_SECONDS)
         );
         assert_eq!(m.mode_of(&m.ipa_group[0]), Mode::Auto);
+        // A group's updateMode wins over the IPA's, like mode.
+        assert_eq!(m.update_mode_of(&m.ipa_group[0]), UpdateMode::InPlace);
+        assert_eq!(m.update_mode_of(&m.ipa_group[1]), UpdateMode::Template);
         assert_eq!(
             m.agent_token_secret_ref.as_ref().map(|r| r.key.as_str()),
             Some("token")
@@ -423,6 +476,18 @@ spec:
         }
         assert!(!yaml.contains("intervalSeconds"));
         assert!(yaml.contains("minReplicas"));
+        // updateMode is offered IPA-wide and per group, with its four values (YAML may quote `Off`, a YAML 1.1
+        // boolean, so the schema is read as JSON).
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_value(IPA::crd())?;
+        let metadata = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["properties"]["metadata"]["properties"];
+        let modes = serde_json::json!(["InPlace", "InPlaceOrRecreate", "Template", "Off"]);
+        assert_eq!(metadata["updateMode"]["enum"], modes);
+        assert_eq!(
+            metadata["ipaGroup"]["items"]["properties"]["updateMode"]["enum"],
+            modes
+        );
         assert!(yaml.contains("subresources"));
         Ok(())
     }

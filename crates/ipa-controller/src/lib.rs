@@ -13,6 +13,7 @@ pub mod crd;
 pub mod decide;
 mod error;
 pub mod http;
+pub mod in_place;
 pub mod manifests;
 pub mod metrics;
 pub mod read;

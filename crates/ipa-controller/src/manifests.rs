@@ -64,10 +64,11 @@ fn labels(component: &str) -> Value {
 }
 
 /// The rules the controller needs, and no more: read its CRs and write their status; read, scale and patch
-/// Deployments; list ReplicaSets and pods (metadata, for pod → Deployment) and Events; publish Events; read a
-/// target Namespace's `ipa.shafinhasnat.me/allow-from` annotation (cross-namespace opt-in); list the other
-/// autoscalers that may act on a target (HPAs, and VPAs and KEDA ScaledObjects where installed), so IPA leaves
-/// their side alone. Rules for CRDs that are not installed are harmless.
+/// Deployments; list ReplicaSets and pods (metadata, for pod → Deployment; in full, for in-place resizes) and
+/// Events; resize pods in place (`pods/resize`, which can change nothing but a pod's requests and limits); publish
+/// Events; read a target Namespace's `ipa.shafinhasnat.me/allow-from` annotation (cross-namespace opt-in); list the
+/// other autoscalers that may act on a target (HPAs, and VPAs and KEDA ScaledObjects where installed), so IPA
+/// leaves their side alone. Rules for CRDs that are not installed are harmless.
 pub fn controller_rules() -> Value {
     json!([
         { "apiGroups": ["ipa.shafinhasnat.me"], "resources": ["ipas"], "verbs": ["get", "list", "watch"] },
@@ -76,6 +77,7 @@ pub fn controller_rules() -> Value {
         { "apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["get", "patch"] },
         { "apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["list"] },
         { "apiGroups": [""], "resources": ["pods", "events"], "verbs": ["list"] },
+        { "apiGroups": [""], "resources": ["pods/resize"], "verbs": ["patch"] },
         { "apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"] },
         { "apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"] },
         { "apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": ["list"] },
@@ -312,6 +314,28 @@ mod tests {
         );
         assert_eq!(policy["spec"]["ingress"].as_array().map(Vec::len), Some(1));
         Ok(())
+    }
+
+    #[test]
+    fn pods_are_resized_through_the_subresource_only() {
+        let rules = controller_rules();
+        let verbs_on = |resource: &str| -> Vec<String> {
+            rules
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|r| {
+                    r["resources"]
+                        .as_array()
+                        .is_some_and(|l| l.iter().any(|x| x == resource))
+                })
+                .flat_map(|r| r["verbs"].as_array().cloned().unwrap_or_default())
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        };
+        assert_eq!(verbs_on("pods/resize"), ["patch"]);
+        // The pods themselves stay read-only: no update, patch or delete of a whole pod.
+        assert_eq!(verbs_on("pods"), ["list"]);
     }
 
     #[test]

@@ -332,3 +332,24 @@ async fn of_two_ipas_on_one_deployment_the_newer_refuses() -> TestResult {
     assert_eq!(ready.map(|c| c.status.as_str()), Some("False"));
     Ok(())
 }
+
+#[tokio::test]
+async fn update_mode_off_scales_but_keeps_resizes_in_status() -> TestResult {
+    let group = group(json!({"maxReplicas": 3, "updateMode": "Off"}));
+    let mut s = scenario(workload(2, 0.9), None, group).await?;
+    let status = s.cycle(T0).await?;
+    let g = first_group(&status)?;
+    assert_eq!(s.api.replicas(NS, "web"), Some(3));
+    assert_eq!(
+        s.api.cpu_request(NS, "web").as_deref(),
+        Some("100m"),
+        "{g:?}"
+    );
+    assert!(
+        !g.desired_resources.is_empty(),
+        "the resize is recommended: {g:?}"
+    );
+    assert_eq!(condition(g, "Applied"), Some("ResizeNotApplied"));
+    assert!(g.last_resize_time.is_none() && g.guard_state.last_resize_at.is_none());
+    Ok(())
+}

@@ -2,7 +2,9 @@
 //! stands in for the application: it watches the cluster's pods, plays a request rate per Deployment (constant,
 //! a `timestamp,value` trace or a synthetic pattern, optionally time-compressed), splits it over the serving pods
 //! with the application model shared with the offline simulator, and exposes what cAdvisor, ingress-nginx and
-//! node-exporter would for Prometheus to scrape. An OOM kill becomes an Event and a restart.
+//! node-exporter would for Prometheus to scrape. An OOM kill becomes an Event and a restart. In-place resizes
+//! (`pods/resize`) are admitted, applied or refused as a kubelet would ([`resize`]), and the model follows the
+//! resources the pod runs with.
 //!
 //! HTTP: `GET /metrics`, `GET /load`, `PUT /load` (a [`load::LoadRequest`]),
 //! `DELETE /load?namespace=..&deployment=..`, `GET /healthz`.
@@ -10,6 +12,7 @@
 pub mod cluster;
 pub mod load;
 pub mod metrics;
+pub mod resize;
 pub mod sim;
 
 use std::collections::BTreeMap;
@@ -52,6 +55,9 @@ pub struct LoadsimArgs {
     /// JSON file with the application model (`ipa_sim::model::AppModel`) [default: the built-in one].
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Seconds an in-place resize the node admitted stays in progress before the node applies it.
+    #[arg(long, default_value_t = 1.0)]
+    pub resize_seconds: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +177,7 @@ pub fn build_demand(
 /// Runs the load simulator until the process is stopped.
 pub async fn run(args: LoadsimArgs) -> Result<(), Error> {
     let config = sim_config(&args)?;
+    let resize_seconds = non_negative("resize-seconds", Some(args.resize_seconds), 1.0)?;
     let tick = Duration::from_secs_f64(args.tick_seconds.clamp(0.05, 60.0));
     let client = Client::try_default().await?;
     let stores = Stores::start(&client);
@@ -200,7 +207,7 @@ pub async fn run(args: LoadsimArgs) -> Result<(), Error> {
     state.ready.store(true, Ordering::Release);
     tracing::info!("cluster caches synced; simulating");
 
-    let simulation = simulate(client, stores, Arc::clone(&state), tick);
+    let simulation = simulate(client, stores, Arc::clone(&state), tick, resize_seconds);
     tokio::select! {
         served = server => match served {
             Ok(result) => result.map_err(Error::Serve),
@@ -214,8 +221,14 @@ pub async fn run(args: LoadsimArgs) -> Result<(), Error> {
     }
 }
 
-/// The simulation loop: one step per tick over what the caches show.
-async fn simulate(client: Client, stores: Stores, state: Arc<AppState>, tick: Duration) {
+/// The simulation loop: one step per tick over what the caches show, then what the nodes do with resizes.
+async fn simulate(
+    client: Client,
+    stores: Stores,
+    state: Arc<AppState>,
+    tick: Duration,
+    resize_seconds: f64,
+) {
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = unix_now();
@@ -224,15 +237,13 @@ async fn simulate(client: Client, stores: Stores, state: Arc<AppState>, tick: Du
         let now = unix_now();
         let dt = now - last;
         last = now;
-        let pods: Vec<_> = stores
-            .pods
-            .state()
+        let all_pods = stores.pods.state();
+        let all_nodes = stores.nodes.state();
+        let pods: Vec<_> = all_pods
             .iter()
             .filter_map(|p| cluster::observe_pod(p))
             .collect();
-        let nodes: Vec<_> = stores
-            .nodes
-            .state()
+        let nodes: Vec<_> = all_nodes
             .iter()
             .filter_map(|n| cluster::observe_node(n))
             .collect();
@@ -245,11 +256,31 @@ async fn simulate(client: Client, stores: Stores, state: Arc<AppState>, tick: Du
             let loads = state.loads.lock().unwrap_or_else(PoisonError::into_inner);
             build_demand(&loads, &discovered, now)
         };
-        let kills = state
-            .sim
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .step(now, dt, &pods, &nodes, &demand);
+        let (resized, views): (Vec<_>, Vec<_>) = all_pods
+            .iter()
+            .filter_map(|p| Some((Arc::clone(p), cluster::observe_resize(p)?)))
+            .unzip();
+        let mut views = views;
+        let kills = {
+            let mut sim = state.sim.lock().unwrap_or_else(PoisonError::into_inner);
+            let kills = sim.step(now, dt, &pods, &nodes, &demand);
+            // The memory guard of a resize compares the new limit with what the container uses now.
+            for view in &mut views {
+                let Some(simulated) = sim.pods().get(&view.id).filter(|s| s.uid == view.uid) else {
+                    continue;
+                };
+                for container in view
+                    .containers
+                    .iter_mut()
+                    .filter(|c| c.name == simulated.container)
+                {
+                    container.usage = Some(ipa_core::quantity::Bytes(
+                        simulated.working_set_bytes as u64,
+                    ));
+                }
+            }
+            kills
+        };
         for kill in kills {
             let span = tracing::info_span!("oom_kill", namespace = %kill.pod.namespace, pod = %kill.pod.name);
             let (client, pods) = (client.clone(), stores.pods.clone());
@@ -267,6 +298,62 @@ async fn simulate(client: Client, stores: Stores, state: Arc<AppState>, tick: Du
                 .instrument(span),
             );
         }
+        let allocatable = all_nodes
+            .iter()
+            .filter_map(|n| cluster::node_allocatable(n))
+            .collect();
+        act_on_resizes(&client, &resized, &views, &allocatable, now, resize_seconds);
+    }
+}
+
+/// Writes what the nodes decided about each pod whose resize state changes (see [`resize::plan`]), each in a
+/// task of its own like the OOM kills, so a slow apiserver never delays the simulation.
+fn act_on_resizes(
+    client: &Client,
+    pods: &[Arc<k8s_openapi::api::core::v1::Pod>],
+    views: &[resize::PodView],
+    allocatable: &BTreeMap<String, resize::Amounts>,
+    now: f64,
+    resize_seconds: f64,
+) {
+    let time =
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+    for (index, step) in resize::plan(views, allocatable, now, resize_seconds) {
+        let (Some(pod), Some(view)) = (pods.get(index), views.get(index)) else {
+            continue;
+        };
+        let Some(patch) = cluster::resize_patch(pod, &step, &time) else {
+            continue;
+        };
+        let span =
+            tracing::info_span!("resize", namespace = %view.id.namespace, pod = %view.id.name);
+        // A container's first report is routine; the steps of an actual resize are worth a line each.
+        let resizing = view.conditions != resize::ResizeConditions::default()
+            || view
+                .containers
+                .iter()
+                .any(|c| c.actual.is_some_and(|a| a != c.desired));
+        let (client, id) = (client.clone(), view.id.clone());
+        tokio::spawn(
+            async move {
+                if resizing {
+                    tracing::info!(?step, "node acts on a resize");
+                } else {
+                    tracing::debug!("node reports the container resources");
+                }
+                match cluster::report_resize(&client, &id, &patch).await {
+                    Ok(()) => {}
+                    // The status changed since the cache saw it; the next tick decides again on the new one.
+                    Err(kube::Error::Api(status)) if status.code == 409 => {
+                        tracing::debug!("pod changed meanwhile; retried next tick");
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "could not record the resize in the API")
+                    }
+                }
+            }
+            .instrument(span),
+        );
     }
 }
 
@@ -438,6 +525,7 @@ mod tests {
             startup_seconds: Some(-1.0),
             restart_seconds: None,
             model: None,
+            resize_seconds: 1.0,
         };
         assert!(matches!(
             sim_config(&args),

@@ -12,7 +12,7 @@ use kube::ResourceExt;
 
 use crate::conditions::Want;
 use crate::conflicts::{self, Me, Target, TargetConflicts};
-use crate::crd::{IPA, IpaGroup, Mode};
+use crate::crd::{IPA, IpaGroup, Mode, UpdateMode};
 use crate::read::Reading;
 use crate::read::cluster::NamespaceView;
 use crate::read::metrics::{CycleMetrics, Frame};
@@ -30,6 +30,8 @@ pub struct Found {
     pub deployment: DeploymentView,
     pub policy: ResolvedPolicy,
     pub mode: Mode,
+    /// How resizes reach the pods.
+    pub update_mode: UpdateMode,
     /// Other autoscalers acting on it, and the `SoleAutoscaler` condition that says so.
     pub conflicts: TargetConflicts,
     pub sole: Want,
@@ -148,6 +150,7 @@ fn find<'a>(
         deployment,
         policy,
         mode: spec.mode_of(group),
+        update_mode: spec.update_mode_of(group),
         conflicts: TargetConflicts::default(),
         sole: Want::new(conflicts::CONDITION, true, conflicts::REASON_CLEAR, ""),
     })

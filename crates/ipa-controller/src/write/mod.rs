@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use crate::clock::rfc3339;
 use crate::conditions::{self, Want};
-use crate::crd::Mode;
+use crate::crd::{Mode, UpdateMode};
 use crate::decide::Plan;
 use crate::error::is_conflict;
 use crate::read::slim::DeploymentView;
@@ -69,6 +69,9 @@ pub async fn apply(ctx: &Context, found: &Found, plan: &Plan, now: i64) -> Writt
         let reason = crate::conflicts::REASON_CONFLICT;
         return Written::nothing(Want::new(conditions::APPLIED, false, reason, why));
     }
+    if resize && found.update_mode != UpdateMode::Template && !scale {
+        return Written::nothing(resize_not_applied(found.update_mode));
+    }
     if !scale && !resize {
         return Written::nothing(Want::new(
             conditions::APPLIED,
@@ -103,6 +106,10 @@ pub async fn apply(ctx: &Context, found: &Found, plan: &Plan, now: i64) -> Writt
             Err(e) => return failed(ctx, written, &e, "scale"),
         }
     }
+    if resize && found.update_mode != UpdateMode::Template {
+        written.applied = resize_not_applied(found.update_mode);
+        return written;
+    }
     if resize {
         match write_resources(ctx, found, plan, rv).await {
             Ok(()) => {
@@ -126,6 +133,20 @@ pub async fn apply(ctx: &Context, found: &Found, plan: &Plan, now: i64) -> Writt
     }
     written.applied = Want::new(conditions::APPLIED, true, "Applied", messages.join("; "));
     written
+}
+
+/// The `Applied` condition of a resize the update mode keeps in status.
+fn resize_not_applied(mode: UpdateMode) -> Want {
+    let why = match mode {
+        UpdateMode::Off => {
+            "updateMode is Off: new requests/limits are in status, not applied".to_string()
+        }
+        other => format!(
+            "updateMode {} is not applied by this version yet: new requests/limits are in status only (use Template for a rolling update)",
+            other.as_str()
+        ),
+    };
+    Want::new(conditions::APPLIED, false, "ResizeNotApplied", why)
 }
 
 /// Sets replicas through the scale subresource; the new resourceVersion on success.

@@ -28,26 +28,27 @@ fn resources_json(r: &Resources) -> Map<String, Value> {
     m
 }
 
+/// One container's entry of a strategic-merge `containers` list: its name (the merge key) and the requests and
+/// limits that are set in `c`, nothing else. Shared by the template patch and the in-place resize.
+pub(crate) fn container_resources(c: &ContainerRecommendation) -> Value {
+    let mut resources = Map::new();
+    let requests = resources_json(&c.requests);
+    if !requests.is_empty() {
+        resources.insert("requests".into(), Value::Object(requests));
+    }
+    let limits = resources_json(&c.limits);
+    if !limits.is_empty() {
+        resources.insert("limits".into(), Value::Object(limits));
+    }
+    json!({ "name": c.name, "resources": resources })
+}
+
 /// Strategic-merge patch setting requests/limits of the given containers (by name) and nothing else.
 pub fn resources_patch(
     changes: &[ContainerRecommendation],
     resource_version: Option<&str>,
 ) -> Value {
-    let containers: Vec<Value> = changes
-        .iter()
-        .map(|c| {
-            let mut resources = Map::new();
-            let requests = resources_json(&c.requests);
-            if !requests.is_empty() {
-                resources.insert("requests".into(), Value::Object(requests));
-            }
-            let limits = resources_json(&c.limits);
-            if !limits.is_empty() {
-                resources.insert("limits".into(), Value::Object(limits));
-            }
-            json!({ "name": c.name, "resources": resources })
-        })
-        .collect();
+    let containers: Vec<Value> = changes.iter().map(container_resources).collect();
     let mut patch = json!({ "spec": { "template": { "spec": { "containers": containers } } } });
     if let Some(rv) = resource_version {
         patch["metadata"] = json!({ "resourceVersion": rv });
@@ -55,7 +56,8 @@ pub fn resources_patch(
     patch
 }
 
-fn differs(desired: &Resources, current: &Resources) -> bool {
+/// True when a field set in `desired` has another value in `current` (an unset field means "leave it").
+pub(crate) fn differs(desired: &Resources, current: &Resources) -> bool {
     desired.cpu.is_some_and(|v| Some(v) != current.cpu)
         || desired.memory.is_some_and(|v| Some(v) != current.memory)
 }
