@@ -108,10 +108,21 @@ fn objects(o: &ManifestOptions) -> Result<Vec<Value>, Error> {
     if o.generate_agent_token {
         token_secret["stringData"] = json!({ "token": random_token()? });
     }
-    let agent_url = format!("--agent-url=http://{AGENT}.{ns}");
-    Ok(vec![
+    let mut objects = vec![
         json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns, "labels": labels("namespace") } }),
         crd,
+    ];
+    objects.extend(controller_rbac(ns));
+    objects.push(controller_deployment(o));
+    objects.extend(agent_objects(o));
+    objects.push(token_secret);
+    objects.push(agent_network_policy(ns));
+    Ok(objects)
+}
+
+/// The controller's ServiceAccount and what it may do: cluster-wide rules, and a Lease in its namespace.
+fn controller_rbac(ns: &str) -> Vec<Value> {
+    vec![
         json!({ "apiVersion": "v1", "kind": "ServiceAccount",
                 "metadata": { "name": CONTROLLER, "namespace": ns, "labels": labels("controller") } }),
         json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
@@ -129,35 +140,47 @@ fn objects(o: &ManifestOptions) -> Result<Vec<Value>, Error> {
                 "metadata": { "name": "ipa-controller-leader-election", "namespace": ns, "labels": labels("controller") },
                 "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "ipa-controller-leader-election" },
                 "subjects": [{ "kind": "ServiceAccount", "name": CONTROLLER, "namespace": ns }] }),
-        json!({ "apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": { "name": CONTROLLER, "namespace": ns, "labels": labels("controller") },
-                "spec": {
-                    "replicas": 2,
-                    "selector": { "matchLabels": labels("controller") },
-                    "template": {
-                        "metadata": { "labels": labels("controller") },
-                        "spec": {
-                            "serviceAccountName": CONTROLLER,
-                            "containers": [{
-                                "name": "controller",
-                                "image": o.image,
-                                "args": ["controller", "--metrics-listen=0.0.0.0:8080", "--leader-election", agent_url],
-                                "env": [
-                                    { "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } },
-                                    { "name": "POD_NAMESPACE", "valueFrom": { "fieldRef": { "fieldPath": "metadata.namespace" } } },
-                                    { "name": "IPA_LOG_FORMAT", "value": "json" },
-                                    token_env()
-                                ],
-                                "ports": [{ "name": "metrics", "containerPort": 8080 }],
-                                "livenessProbe": { "httpGet": { "path": "/healthz", "port": "metrics" } },
-                                "readinessProbe": { "httpGet": { "path": "/readyz", "port": "metrics" } },
-                                "resources": { "requests": { "cpu": "50m", "memory": "64Mi" },
-                                               "limits": { "memory": "128Mi" } },
-                                "securityContext": security_context()
-                            }]
-                        }
+    ]
+}
+
+fn controller_deployment(o: &ManifestOptions) -> Value {
+    let ns = o.namespace.as_str();
+    let agent_url = format!("--agent-url=http://{AGENT}.{ns}");
+    json!({ "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": { "name": CONTROLLER, "namespace": ns, "labels": labels("controller") },
+            "spec": {
+                "replicas": 2,
+                "selector": { "matchLabels": labels("controller") },
+                "template": {
+                    "metadata": { "labels": labels("controller") },
+                    "spec": {
+                        "serviceAccountName": CONTROLLER,
+                        "containers": [{
+                            "name": "controller",
+                            "image": o.image,
+                            "args": ["controller", "--metrics-listen=0.0.0.0:8080", "--leader-election", agent_url],
+                            "env": [
+                                { "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } },
+                                { "name": "POD_NAMESPACE", "valueFrom": { "fieldRef": { "fieldPath": "metadata.namespace" } } },
+                                { "name": "IPA_LOG_FORMAT", "value": "json" },
+                                token_env()
+                            ],
+                            "ports": [{ "name": "metrics", "containerPort": 8080 }],
+                            "livenessProbe": { "httpGet": { "path": "/healthz", "port": "metrics" } },
+                            "readinessProbe": { "httpGet": { "path": "/readyz", "port": "metrics" } },
+                            "resources": { "requests": { "cpu": "50m", "memory": "64Mi" },
+                                           "limits": { "memory": "128Mi" } },
+                            "securityContext": security_context()
+                        }]
                     }
-                } }),
+                }
+            } })
+}
+
+/// The agent's ServiceAccount, Deployment and Service.
+fn agent_objects(o: &ManifestOptions) -> Vec<Value> {
+    let ns = o.namespace.as_str();
+    vec![
         json!({ "apiVersion": "v1", "kind": "ServiceAccount",
                 "metadata": { "name": AGENT, "namespace": ns, "labels": labels("agent") },
                 "automountServiceAccountToken": false }),
@@ -193,16 +216,18 @@ fn objects(o: &ManifestOptions) -> Result<Vec<Value>, Error> {
                 "metadata": { "name": AGENT, "namespace": ns, "labels": labels("agent") },
                 "spec": { "selector": labels("agent"),
                           "ports": [{ "name": "http", "port": 80, "targetPort": "http" }] } }),
-        token_secret,
-        // Only the controller's pods reach the agent. Kubelet probes come from the node, which NetworkPolicy
-        // implementations allow for a pod's own node.
-        json!({ "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-                "metadata": { "name": AGENT, "namespace": ns, "labels": labels("agent") },
-                "spec": { "podSelector": { "matchLabels": labels("agent") },
-                          "policyTypes": ["Ingress"],
-                          "ingress": [{ "from": [{ "podSelector": { "matchLabels": labels("controller") } }],
-                                        "ports": [{ "protocol": "TCP", "port": AGENT_PORT }] }] } }),
-    ])
+    ]
+}
+
+fn agent_network_policy(ns: &str) -> Value {
+    // Only the controller's pods reach the agent. Kubelet probes come from the node, which NetworkPolicy
+    // implementations allow for a pod's own node.
+    json!({ "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": { "name": AGENT, "namespace": ns, "labels": labels("agent") },
+            "spec": { "podSelector": { "matchLabels": labels("agent") },
+                      "policyTypes": ["Ingress"],
+                      "ingress": [{ "from": [{ "podSelector": { "matchLabels": labels("controller") } }],
+                                    "ports": [{ "protocol": "TCP", "port": AGENT_PORT }] }] } })
 }
 
 /// The full install manifest as a multi-document YAML string.
