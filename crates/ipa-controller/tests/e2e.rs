@@ -13,46 +13,64 @@ use axum::routing::post;
 use clap::Parser;
 use ipa_controller::crd::IpaStatus;
 use ipa_controller::{ControllerArgs, IPA};
+use ipa_test_support::TestResult;
+use ipa_test_support::bed::TestBed;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client, CustomResourceExt};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, CustomResourceExt};
 use serde_json::{Value, json};
-
-type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 const INTERVAL: u64 = 5;
 
-fn env(name: &str) -> TestResult<String> {
-    std::env::var(name).map_err(|_| {
-        format!("{name} is not set: run `make testbed-up` and source testbed/.env").into()
-    })
+/// How often these tests poll the bed.
+const POLL: Duration = Duration::from_millis(500);
+
+/// The bed, with the TLS provider the controller's HTTP clients need installed and the CRD established.
+async fn connect() -> TestResult<TestBed> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let bed = TestBed::connect(POLL).await?;
+    bed.install_crd().await?;
+    Ok(bed)
 }
 
-struct Bed {
-    client: Client,
-    http: reqwest::Client,
-    prometheus: String,
-    loadsim: String,
+/// What these tests do on the bed beyond the shared harness: the IPA resource, its status, and the controller.
+trait IpaBed {
+    async fn install_crd(&self) -> TestResult;
+    async fn apply_ipa(&self, ns: &str, manifest: &str) -> TestResult<String>;
+    async fn status(&self, ns: &str, name: &str) -> TestResult<Option<IpaStatus>>;
+    /// Waits until the IPA `name` has a status for which `done` holds.
+    async fn wait_for_status(
+        &self,
+        ns: &str,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&IpaStatus) -> bool,
+    ) -> TestResult<IpaStatus>;
+    /// Waits until the IPA `ipa`'s own condition `type_` has the status `value`.
+    async fn wait_for_condition(
+        &self,
+        ns: &str,
+        type_: &str,
+        value: &str,
+        timeout: Duration,
+    ) -> TestResult<IpaStatus>;
+    /// Waits until `app`'s `spec.replicas` satisfies `done`; returns it.
+    async fn wait_for_replicas(
+        &self,
+        ns: &str,
+        app: &str,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(i32) -> bool,
+    ) -> TestResult<i32>;
+    fn controller(&self, ns: &str) -> Controller;
+    fn controller_with(&self, ns: &str, extra: &[&str]) -> Controller;
 }
 
-impl Bed {
-    async fn connect() -> TestResult<Self> {
-        env("KUBECONFIG")?;
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let bed = Self {
-            client: Client::try_default().await?,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()?,
-            prometheus: env("PROMETHEUS_URL")?,
-            loadsim: env("LOADSIM_URL")?,
-        };
-        bed.install_crd().await?;
-        Ok(bed)
-    }
-
+impl IpaBed for TestBed {
     async fn install_crd(&self) -> TestResult {
         let crds: Api<CustomResourceDefinition> = Api::all(self.client.clone());
         crds.patch(
@@ -61,7 +79,7 @@ impl Bed {
             &Patch::Apply(IPA::crd()),
         )
         .await?;
-        wait_for("CRD established", Duration::from_secs(30), || async {
+        self.wait_for_some("CRD established", Duration::from_secs(30), || async {
             let crd = crds.get("ipas.ipa.shafinhasnat.me").await?;
             let established = crd
                 .status
@@ -72,98 +90,6 @@ impl Bed {
             Ok(established.then_some(()))
         })
         .await
-    }
-
-    /// Deletes the namespace if a previous run left it, then creates it empty.
-    async fn fresh_namespace(&self, ns: &str) -> TestResult {
-        let namespaces: Api<Namespace> = Api::all(self.client.clone());
-        let _ = namespaces.delete(ns, &DeleteParams::default()).await;
-        wait_for("old namespace gone", Duration::from_secs(90), || async {
-            Ok(namespaces.get_opt(ns).await?.is_none().then_some(()))
-        })
-        .await?;
-        namespaces
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
-            )
-            .await?;
-        Ok(())
-    }
-
-    async fn cleanup(&self, ns: &str, deployments: &[&str]) {
-        for d in deployments {
-            let _ = self
-                .http
-                .delete(format!("{}/load", self.loadsim))
-                .query(&[("namespace", ns), ("deployment", d)])
-                .send()
-                .await;
-        }
-        let _ = Api::<Namespace>::all(self.client.clone())
-            .delete(ns, &DeleteParams::default())
-            .await;
-    }
-
-    /// A Deployment like the seed's test app (`kubectl create deployment testapp --image=shafinhasnat/cpuload
-    /// --port=8080`), optionally with resources, its Service, and an Ingress when named.
-    async fn create_app(
-        &self,
-        ns: &str,
-        name: &str,
-        resources: Option<Value>,
-        ingress: Option<&str>,
-    ) -> TestResult {
-        let mut container = json!({"name": "cpuload", "image": "shafinhasnat/cpuload", "ports": [{"containerPort": 8080}]});
-        if let Some(r) = resources {
-            container["resources"] = r;
-        }
-        let deployment = json!({
-            "metadata": {"name": name, "labels": {"app": name}},
-            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
-                     "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [container]}}},
-        });
-        Api::<Deployment>::namespaced(self.client.clone(), ns)
-            .create(&PostParams::default(), &serde_json::from_value(deployment)?)
-            .await?;
-        let service = json!({"metadata": {"name": format!("{name}svc")},
-            "spec": {"type": "ClusterIP", "selector": {"app": name}, "ports": [{"port": 8001, "targetPort": 8080}]}});
-        Api::<k8s_openapi::api::core::v1::Service>::namespaced(self.client.clone(), ns)
-            .create(&PostParams::default(), &serde_json::from_value(service)?)
-            .await?;
-        if let Some(ingress) = ingress {
-            let ing = json!({"metadata": {"name": ingress},
-                "spec": {"ingressClassName": "nginx", "rules": [{"host": "cpuload.shafinhasnat.me", "http": {"paths": [{
-                    "path": "/", "pathType": "Prefix",
-                    "backend": {"service": {"name": format!("{name}svc"), "port": {"number": 8001}}}}]}}]}});
-            Api::<k8s_openapi::api::networking::v1::Ingress>::namespaced(self.client.clone(), ns)
-                .create(&PostParams::default(), &serde_json::from_value(ing)?)
-                .await?;
-        }
-        Ok(())
-    }
-
-    async fn load(
-        &self,
-        ns: &str,
-        deployment: &str,
-        rps: f64,
-        ingress: Option<&str>,
-    ) -> TestResult {
-        let mut body = json!({"namespace": ns, "deployment": deployment, "rps": rps});
-        if let Some(i) = ingress {
-            body["ingress"] = json!(i);
-        }
-        let response = self
-            .http
-            .put(format!("{}/load", self.loadsim))
-            .json(&body)
-            .send()
-            .await?;
-        if !response.status().is_success() {
-            return Err(format!("PUT /load {body}: {}", response.status()).into());
-        }
-        Ok(())
     }
 
     async fn apply_ipa(&self, ns: &str, manifest: &str) -> TestResult<String> {
@@ -180,36 +106,6 @@ impl Bed {
         Ok(name)
     }
 
-    /// First value of an instant query, if any.
-    async fn query(&self, promql: &str) -> TestResult<Option<f64>> {
-        let body: Value = self
-            .http
-            .get(format!("{}/api/v1/query", self.prometheus))
-            .query(&[("query", promql)])
-            .send()
-            .await?
-            .json()
-            .await?;
-        Ok(body["data"]["result"][0]["value"][1]
-            .as_str()
-            .and_then(|v| v.parse().ok()))
-    }
-
-    /// Waits until Prometheus shows `app`'s pods using more than `cores` (the app has been serving for a while
-    /// before the IPA arrives, as in a real cluster, so the first sizing sees real usage).
-    async fn wait_for_cpu(&self, ns: &str, app: &str, cores: f64) -> TestResult {
-        let cpu = format!(
-            "sum(rate(container_cpu_usage_seconds_total{{namespace=\"{ns}\",pod=~\"{app}-.*\"}}[10s]))"
-        );
-        wait_for(
-            "base-load CPU in Prometheus",
-            Duration::from_secs(90),
-            || async { Ok(self.query(&cpu).await?.filter(|v| *v > cores)) },
-        )
-        .await
-        .map(drop)
-    }
-
     async fn status(&self, ns: &str, name: &str) -> TestResult<Option<IpaStatus>> {
         Ok(Api::<IPA>::namespaced(self.client.clone(), ns)
             .get(name)
@@ -217,14 +113,46 @@ impl Bed {
             .status)
     }
 
-    async fn deployment(&self, ns: &str, name: &str) -> TestResult<Deployment> {
-        Ok(Api::<Deployment>::namespaced(self.client.clone(), ns)
-            .get(name)
-            .await?)
+    async fn wait_for_status(
+        &self,
+        ns: &str,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&IpaStatus) -> bool,
+    ) -> TestResult<IpaStatus> {
+        self.wait_for_some(what, timeout, || async {
+            Ok(self.status(ns, name).await?.filter(&done))
+        })
+        .await
     }
 
-    async fn replicas(&self, ns: &str, name: &str) -> TestResult<i32> {
-        Ok(self.deployment(ns, name).await?.spec.replicas.unwrap_or(1))
+    async fn wait_for_condition(
+        &self,
+        ns: &str,
+        type_: &str,
+        value: &str,
+        timeout: Duration,
+    ) -> TestResult<IpaStatus> {
+        self.wait_for_status(ns, "ipa", &format!("{type_}={value}"), timeout, |s| {
+            condition(&s.conditions, type_).is_some_and(|c| c.0 == value)
+        })
+        .await
+    }
+
+    async fn wait_for_replicas(
+        &self,
+        ns: &str,
+        app: &str,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(i32) -> bool,
+    ) -> TestResult<i32> {
+        self.wait_for_some(what, timeout, || async {
+            let r = self.replicas(ns, app).await?;
+            Ok(done(r).then_some(r))
+        })
+        .await
     }
 
     /// Starts the controller in this process, watching only `ns`.
@@ -298,26 +226,6 @@ impl Drop for Controller {
             let _ = tx.send(());
         }
         self.handle.abort();
-    }
-}
-
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> TestResult<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = TestResult<Option<T>>>,
-{
-    let deadline = Instant::now() + timeout;
-    let mut last = String::new();
-    loop {
-        match check().await {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => {}
-            Err(e) => last = e.to_string(),
-        }
-        if Instant::now() > deadline {
-            return Err(format!("timed out after {timeout:?} waiting for {what} {last}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -428,7 +336,7 @@ spec:
 #[tokio::test]
 #[ignore = "needs the test bed (make test)"]
 async fn seed_manifest_scales_up_on_load_and_down_after_stabilization() -> TestResult {
-    let bed = Bed::connect().await?;
+    let bed = connect().await?;
     let (ns, app) = ("ipaapp", "testapp");
     bed.fresh_namespace(ns).await?;
     bed.create_app(ns, app, None, Some("testappingress"))
@@ -443,12 +351,13 @@ async fn seed_manifest_scales_up_on_load_and_down_after_stabilization() -> TestR
         .await?;
 
     // The seed app has no requests: IPA sizes them from usage first (a large change from "unset").
-    let request = wait_for(
-        "a CPU request sized from usage",
-        Duration::from_secs(90),
-        || async { Ok(cpu_request(&bed.deployment(ns, app).await?)) },
-    )
-    .await?;
+    let request = bed
+        .wait_for_some(
+            "a CPU request sized from usage",
+            Duration::from_secs(90),
+            || async { Ok(cpu_request(&bed.deployment(ns, app).await?)) },
+        )
+        .await?;
     println!("cpu request set to {request}");
     let status = bed.status(ns, "ipa").await?.ok_or("no status")?;
     assert_eq!(status.targets, "1/1");
@@ -459,15 +368,15 @@ async fn seed_manifest_scales_up_on_load_and_down_after_stabilization() -> TestR
     let before = bed.replicas(ns, app).await?;
     bed.load(ns, app, 60.0, Some("testappingress")).await?;
     let stepped = Instant::now();
-    let up = wait_for(
-        "scale-up",
-        Duration::from_secs(2 * INTERVAL + 20),
-        || async {
-            let r = bed.replicas(ns, app).await?;
-            Ok((r > before).then_some(r))
-        },
-    )
-    .await?;
+    let up = bed
+        .wait_for_replicas(
+            ns,
+            app,
+            "scale-up",
+            Duration::from_secs(2 * INTERVAL + 20),
+            |r| r > before,
+        )
+        .await?;
     println!("scaled {before} -> {up} after {:?}", stepped.elapsed());
     // Let it settle at the high load.
     tokio::time::sleep(Duration::from_secs(20)).await;
@@ -485,11 +394,11 @@ async fn seed_manifest_scales_up_on_load_and_down_after_stabilization() -> TestR
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let down = wait_for("scale-down", Duration::from_secs(120), || async {
-        let r = bed.replicas(ns, app).await?;
-        Ok((r < high).then_some(r))
-    })
-    .await?;
+    let down = bed
+        .wait_for_replicas(ns, app, "scale-down", Duration::from_secs(120), |r| {
+            r < high
+        })
+        .await?;
     println!("scaled down {high} -> {down} after {:?}", dropped.elapsed());
     let status = bed.status(ns, "ipa").await?.ok_or("no status")?;
     let group = &status.groups[0];
@@ -513,7 +422,7 @@ async fn seed_manifest_scales_up_on_load_and_down_after_stabilization() -> TestR
 #[tokio::test]
 #[ignore = "needs the test bed (make test)"]
 async fn requests_follow_a_large_usage_change_and_stay_put_on_a_small_one() -> TestResult {
-    let bed = Bed::connect().await?;
+    let bed = connect().await?;
     let (ns, app) = ("ipa-e2e-vertical", "testapp");
     bed.fresh_namespace(ns).await?;
     // The model (ipa_sim::AppModel): 20 ms of CPU per request and 64 MiB + 0.5 MiB per req/s. At 4 req/s the pod
@@ -537,9 +446,8 @@ async fn requests_follow_a_large_usage_change_and_stay_put_on_a_small_one() -> T
     // A small change: 4 → 5 req/s (+24 % CPU, +0.5 MiB), still below the 70 % target (0.14 cores). Several
     // cycles decide; none restarts the pod.
     bed.load(ns, app, 5.0, None).await?;
-    wait_for("a few decisions", Duration::from_secs(60), || async {
-        let s = bed.status(ns, "ipa").await?;
-        Ok(s.filter(|s| s.groups.first().is_some_and(|g| g.source.is_some())))
+    bed.wait_for_status(ns, "ipa", "a few decisions", Duration::from_secs(60), |s| {
+        s.groups.first().is_some_and(|g| g.source.is_some())
     })
     .await?;
     let small_since = Instant::now();
@@ -565,12 +473,13 @@ async fn requests_follow_a_large_usage_change_and_stay_put_on_a_small_one() -> T
     // saw only the start of the rise (resizes are at least minResizeIntervalSeconds apart).
     bed.load(ns, app, 30.0, None).await?;
     let stepped = Instant::now();
-    let (cpu1, mem1) = wait_for("the pod resized", Duration::from_secs(150), || async {
-        let d = bed.deployment(ns, app).await?;
-        let (cpu, mem) = requests_of(&d)?;
-        Ok((cpu > cpu0 && mem > mem0).then_some((cpu, mem)))
-    })
-    .await?;
+    let (cpu1, mem1) = bed
+        .wait_for_some("the pod resized", Duration::from_secs(150), || async {
+            let d = bed.deployment(ns, app).await?;
+            let (cpu, mem) = requests_of(&d)?;
+            Ok((cpu > cpu0 && mem > mem0).then_some((cpu, mem)))
+        })
+        .await?;
     println!(
         "resized after {:?}: cpu {cpu0}m -> {cpu1}m, memory {} -> {} MiB",
         stepped.elapsed(),
@@ -648,7 +557,7 @@ async fn requests_follow_a_large_usage_change_and_stay_put_on_a_small_one() -> T
 #[tokio::test]
 #[ignore = "needs the test bed (make test)"]
 async fn recommend_mode_changes_nothing_but_status() -> TestResult {
-    let bed = Bed::connect().await?;
+    let bed = connect().await?;
     let (ns, app) = ("ipa-e2e-recommend", "web");
     bed.fresh_namespace(ns).await?;
     let resources = json!({"requests": {"cpu": "100m", "memory": "64Mi"}});
@@ -668,19 +577,19 @@ async fn recommend_mode_changes_nothing_but_status() -> TestResult {
     )
     .await?;
     // 40 rps is ~0.8 cores against a 100m request: the recommender wants more replicas.
-    let status = wait_for(
-        "a recommendation in status",
-        Duration::from_secs(60),
-        || async {
-            let s = bed.status(ns, "ipa").await?;
-            Ok(s.filter(|s| {
+    let status = bed
+        .wait_for_status(
+            ns,
+            "ipa",
+            "a recommendation in status",
+            Duration::from_secs(60),
+            |s| {
                 s.groups
                     .first()
                     .is_some_and(|g| g.desired_replicas.is_some_and(|d| d > 1))
-            }))
-        },
-    )
-    .await?;
+            },
+        )
+        .await?;
     let group = &status.groups[0];
     println!(
         "recommended {:?}, desired {:?}: {}",
@@ -724,7 +633,7 @@ fn ipa_manifest(name: &str, prometheus: &str, agent: &str, interval: u64, groups
 #[tokio::test]
 #[ignore = "needs the test bed (make test)"]
 async fn agent_down_falls_back_and_recovers() -> TestResult {
-    let bed = Bed::connect().await?;
+    let bed = connect().await?;
     let (ns, app) = ("ipa-e2e-agent", "web");
     bed.fresh_namespace(ns).await?;
     bed.create_app(
@@ -744,28 +653,19 @@ async fn agent_down_falls_back_and_recovers() -> TestResult {
     bed.apply_ipa(ns, &policy_manifest(&bed.prometheus, &agent_url, &groups))
         .await?;
 
-    let first =
-        wait_for("AgentAvailable=False", Duration::from_secs(60), || async {
-            let s = bed.status(ns, "ipa").await?;
-            Ok(s.filter(|s| {
-                condition(&s.conditions, "AgentAvailable").is_some_and(|c| c.0 == "False")
-            }))
-        })
+    let first = bed
+        .wait_for_condition(ns, "AgentAvailable", "False", Duration::from_secs(60))
         .await?;
     assert_eq!(first.groups[0].source, Some(ipa_core::Source::Fallback));
     println!("fallback: {}", first.groups[0].rationale);
     // Decisions continue: a later cycle, still fallback, the controller alive.
     let t0 = first.last_reconcile_time.clone();
-    wait_for(
+    bed.wait_for_status(
+        ns,
+        "ipa",
         "another fallback cycle",
         Duration::from_secs(3 * INTERVAL + 5),
-        || async {
-            let s = bed.status(ns, "ipa").await?;
-            Ok(s.filter(|s| {
-                s.last_reconcile_time != t0
-                    && s.groups[0].source == Some(ipa_core::Source::Fallback)
-            }))
-        },
+        |s| s.last_reconcile_time != t0 && s.groups[0].source == Some(ipa_core::Source::Fallback),
     )
     .await?;
     controller.assert_running()?;
@@ -790,17 +690,14 @@ async fn agent_down_falls_back_and_recovers() -> TestResult {
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, app_router).await;
     });
-    let recovered = wait_for(
-        "AgentAvailable=True",
-        Duration::from_secs(3 * INTERVAL + 10),
-        || async {
-            let s = bed.status(ns, "ipa").await?;
-            Ok(s.filter(|s| {
-                condition(&s.conditions, "AgentAvailable").is_some_and(|c| c.0 == "True")
-            }))
-        },
-    )
-    .await?;
+    let recovered = bed
+        .wait_for_condition(
+            ns,
+            "AgentAvailable",
+            "True",
+            Duration::from_secs(3 * INTERVAL + 10),
+        )
+        .await?;
     assert_eq!(recovered.groups[0].source, Some(ipa_core::Source::Llm));
     assert_eq!(recovered.groups[0].rationale, "stub says two");
     server.abort();
@@ -812,7 +709,7 @@ async fn agent_down_falls_back_and_recovers() -> TestResult {
 #[tokio::test]
 #[ignore = "needs the test bed (make test)"]
 async fn garbage_agent_never_gets_outside_policy() -> TestResult {
-    let bed = Bed::connect().await?;
+    let bed = connect().await?;
     let (ns, app) = ("ipa-e2e-garbage", "web");
     bed.fresh_namespace(ns).await?;
     bed.create_app(
@@ -869,7 +766,7 @@ async fn garbage_agent_never_gets_outside_policy() -> TestResult {
         }
         TestResult::Ok(replicas)
     };
-    wait_for("an llm decision", Duration::from_secs(60), || async {
+    bed.wait_for_some("an llm decision", Duration::from_secs(60), || async {
         check_bounds().await?;
         let s = bed.status(ns, "ipa").await?;
         Ok(s.filter(|s| {
@@ -909,19 +806,20 @@ async fn garbage_agent_never_gets_outside_policy() -> TestResult {
             .status(ns, "ipa")
             .await?
             .and_then(|s| s.last_reconcile_time);
-        let s = wait_for(
-            "a fallback decision on the garbage reply",
-            Duration::from_secs(4 * INTERVAL),
-            || async {
-                check_bounds().await?;
-                let s = bed.status(ns, "ipa").await?;
-                Ok(s.filter(|s| {
-                    s.last_reconcile_time != since
-                        && s.groups[0].source == Some(ipa_core::Source::Fallback)
-                }))
-            },
-        )
-        .await?;
+        let s = bed
+            .wait_for_some(
+                "a fallback decision on the garbage reply",
+                Duration::from_secs(4 * INTERVAL),
+                || async {
+                    check_bounds().await?;
+                    let s = bed.status(ns, "ipa").await?;
+                    Ok(s.filter(|s| {
+                        s.last_reconcile_time != since
+                            && s.groups[0].source == Some(ipa_core::Source::Fallback)
+                    }))
+                },
+            )
+            .await?;
         println!("garbage rejected: {}", s.groups[0].rationale);
         assert_eq!(
             condition(&s.conditions, "AgentAvailable")
@@ -944,7 +842,7 @@ async fn garbage_agent_never_gets_outside_policy() -> TestResult {
 #[tokio::test]
 #[ignore = "needs the test bed (make test)"]
 async fn missing_target_gets_its_own_status_and_others_are_served() -> TestResult {
-    let bed = Bed::connect().await?;
+    let bed = connect().await?;
     let (ns, app) = ("ipa-e2e-missing", "web");
     bed.fresh_namespace(ns).await?;
     bed.create_app(
@@ -962,19 +860,20 @@ async fn missing_target_gets_its_own_status_and_others_are_served() -> TestResul
     );
     bed.apply_ipa(ns, &policy_manifest(&bed.prometheus, "\"\"", &groups))
         .await?;
-    let status = wait_for(
-        "status for every group, with metrics for the real one",
-        Duration::from_secs(60),
-        || async {
-            Ok(bed.status(ns, "ipa").await?.filter(|s| {
+    let status = bed
+        .wait_for_status(
+            ns,
+            "ipa",
+            "status for every group, with metrics for the real one",
+            Duration::from_secs(60),
+            |s| {
                 s.groups.len() == 3
                     && s.groups[1].source.is_some()
                     && condition(&s.groups[1].conditions, "MetricsAvailable")
                         .is_some_and(|c| c.0 == "True")
-            }))
-        },
-    )
-    .await?;
+            },
+        )
+        .await?;
     assert_eq!(status.targets, "1/3");
     assert_eq!(
         condition(&status.groups[0].conditions, "TargetFound"),
@@ -1013,7 +912,7 @@ async fn missing_target_gets_its_own_status_and_others_are_served() -> TestResul
 #[tokio::test]
 #[ignore = "needs the test bed (make test)"]
 async fn prometheus_down_holds_replicas_and_recovers() -> TestResult {
-    let bed = Bed::connect().await?;
+    let bed = connect().await?;
     let (ns, app) = ("ipa-e2e-prometheus", "web");
     bed.fresh_namespace(ns).await?;
     bed.create_app(
@@ -1023,13 +922,7 @@ async fn prometheus_down_holds_replicas_and_recovers() -> TestResult {
         None,
     )
     .await?;
-    Api::<Deployment>::namespaced(bed.client.clone(), ns)
-        .patch_scale(
-            app,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"replicas": 4}})),
-        )
-        .await?;
+    bed.scale(ns, app, 4).await?;
     // Idle: with metrics, IPA would scale this down at once (no stabilization).
     bed.load(ns, app, 0.5, None).await?;
     let controller = bed.controller(ns);
@@ -1043,17 +936,8 @@ async fn prometheus_down_holds_replicas_and_recovers() -> TestResult {
         )
     };
     bed.apply_ipa(ns, &group(&closed_port_url()?)).await?;
-    wait_for(
-        "MetricsAvailable=False",
-        Duration::from_secs(60),
-        || async {
-            let s = bed.status(ns, "ipa").await?;
-            Ok(s.filter(|s| {
-                condition(&s.conditions, "MetricsAvailable").is_some_and(|c| c.0 == "False")
-            }))
-        },
-    )
-    .await?;
+    bed.wait_for_condition(ns, "MetricsAvailable", "False", Duration::from_secs(60))
+        .await?;
     for _ in 0..(3 * INTERVAL) {
         assert_eq!(
             bed.replicas(ns, app).await?,
@@ -1064,22 +948,17 @@ async fn prometheus_down_holds_replicas_and_recovers() -> TestResult {
     }
     controller.assert_running()?;
     bed.apply_ipa(ns, &group(&bed.prometheus)).await?;
-    wait_for("MetricsAvailable=True", Duration::from_secs(60), || async {
-        let s = bed.status(ns, "ipa").await?;
-        Ok(s.filter(|s| {
-            condition(&s.conditions, "MetricsAvailable").is_some_and(|c| c.0 == "True")
-        }))
-    })
-    .await?;
-    let down = wait_for(
-        "scale-down once metrics are back",
-        Duration::from_secs(60),
-        || async {
-            let r = bed.replicas(ns, app).await?;
-            Ok((r < 4).then_some(r))
-        },
-    )
-    .await?;
+    bed.wait_for_condition(ns, "MetricsAvailable", "True", Duration::from_secs(60))
+        .await?;
+    let down = bed
+        .wait_for_replicas(
+            ns,
+            app,
+            "scale-down once metrics are back",
+            Duration::from_secs(60),
+            |r| r < 4,
+        )
+        .await?;
     println!("metrics back: scaled 4 -> {down}");
     controller.stop().await?;
     bed.cleanup(ns, &[app]).await;
@@ -1089,7 +968,7 @@ async fn prometheus_down_holds_replicas_and_recovers() -> TestResult {
 #[tokio::test]
 #[ignore = "needs the test bed (make test)"]
 async fn manual_scale_is_respected_without_an_error_loop() -> TestResult {
-    let bed = Bed::connect().await?;
+    let bed = connect().await?;
     let (ns, app) = ("ipa-e2e-manual", "web");
     bed.fresh_namespace(ns).await?;
     bed.create_app(
@@ -1104,30 +983,25 @@ async fn manual_scale_is_respected_without_an_error_loop() -> TestResult {
     let groups = format!("      - {{deployment: {app}, namespace: {ns}, maxReplicas: 10}}\n");
     bed.apply_ipa(ns, &policy_manifest(&bed.prometheus, "\"\"", &groups))
         .await?;
-    wait_for("a first decision", Duration::from_secs(60), || async {
-        Ok(bed
-            .status(ns, "ipa")
-            .await?
-            .filter(|s| s.groups.first().is_some_and(|g| g.source.is_some())))
-    })
-    .await?;
-    // A person scales by hand, as `kubectl scale` does.
-    Api::<Deployment>::namespaced(bed.client.clone(), ns)
-        .patch_scale(
-            app,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"replicas": 7}})),
-        )
-        .await?;
-    let seen = wait_for(
-        "a decision that saw 7 replicas",
-        Duration::from_secs(4 * INTERVAL),
-        || async {
-            let s = bed.status(ns, "ipa").await?;
-            Ok(s.filter(|s| s.groups[0].current_replicas == Some(7)))
-        },
+    bed.wait_for_status(
+        ns,
+        "ipa",
+        "a first decision",
+        Duration::from_secs(60),
+        |s| s.groups.first().is_some_and(|g| g.source.is_some()),
     )
     .await?;
+    // A person scales by hand, as `kubectl scale` does.
+    bed.scale(ns, app, 7).await?;
+    let seen = bed
+        .wait_for_status(
+            ns,
+            "ipa",
+            "a decision that saw 7 replicas",
+            Duration::from_secs(4 * INTERVAL),
+            |s| s.groups[0].current_replicas == Some(7),
+        )
+        .await?;
     println!(
         "after the manual scale: desired {:?}, notes {:?}",
         seen.groups[0].desired_replicas,
@@ -1139,15 +1013,15 @@ async fn manual_scale_is_respected_without_an_error_loop() -> TestResult {
     );
     // Keep going for a few cycles: the controller keeps reconciling, no failed writes pile up.
     let t0 = seen.last_reconcile_time.clone();
-    let later = wait_for(
-        "later cycles",
-        Duration::from_secs(3 * INTERVAL + 5),
-        || async {
-            let s = bed.status(ns, "ipa").await?;
-            Ok(s.filter(|s| s.last_reconcile_time != t0))
-        },
-    )
-    .await?;
+    let later = bed
+        .wait_for_status(
+            ns,
+            "ipa",
+            "later cycles",
+            Duration::from_secs(3 * INTERVAL + 5),
+            |s| s.last_reconcile_time != t0,
+        )
+        .await?;
     let applied = condition(&later.groups[0].conditions, "Applied");
     assert!(
         applied.as_ref().is_none_or(|c| c.1 != "ApplyFailed"),
@@ -1162,7 +1036,7 @@ async fn manual_scale_is_respected_without_an_error_loop() -> TestResult {
 #[tokio::test]
 #[ignore = "needs the test bed (make test)"]
 async fn restarted_controller_remembers_its_step_limit() -> TestResult {
-    let bed = Bed::connect().await?;
+    let bed = connect().await?;
     let (ns, app) = ("ipa-e2e-restart", "web");
     bed.fresh_namespace(ns).await?;
     bed.create_app(
@@ -1181,15 +1055,15 @@ async fn restarted_controller_remembers_its_step_limit() -> TestResult {
     );
     bed.apply_ipa(ns, &policy_manifest(&bed.prometheus, "\"\"", &groups))
         .await?;
-    let first = wait_for(
-        "the first one-pod step",
-        Duration::from_secs(60),
-        || async {
-            let r = bed.replicas(ns, app).await?;
-            Ok((r > 1).then_some(r))
-        },
-    )
-    .await?;
+    let first = bed
+        .wait_for_replicas(
+            ns,
+            app,
+            "the first one-pod step",
+            Duration::from_secs(60),
+            |r| r > 1,
+        )
+        .await?;
     assert_eq!(first, 2, "the step limit allows one pod per 120 s");
     // Kill the controller without a graceful stop, at an arbitrary point of its cycle, and start a new one.
     drop(controller);
@@ -1230,7 +1104,7 @@ async fn restarted_controller_remembers_its_step_limit() -> TestResult {
 #[tokio::test]
 #[ignore = "needs the test bed (make test)"]
 async fn cross_namespace_target_is_refused_until_its_namespace_opts_in() -> TestResult {
-    let bed = Bed::connect().await?;
+    let bed = connect().await?;
     let (ns_a, ns_b, app) = ("ipa-e2e-tenant-a", "ipa-e2e-tenant-b", "web");
     bed.fresh_namespace(ns_a).await?;
     bed.fresh_namespace(ns_b).await?;
@@ -1247,13 +1121,8 @@ async fn cross_namespace_target_is_refused_until_its_namespace_opts_in() -> Test
     bed.apply_ipa(ns_a, &policy_manifest(&bed.prometheus, "\"\"", &groups))
         .await?;
 
-    let refused =
-        wait_for("TargetsAllowed=False", Duration::from_secs(30), || async {
-            let s = bed.status(ns_a, "ipa").await?;
-            Ok(s.filter(|s| {
-                condition(&s.conditions, "TargetsAllowed").is_some_and(|c| c.0 == "False")
-            }))
-        })
+    let refused = bed
+        .wait_for_condition(ns_a, "TargetsAllowed", "False", Duration::from_secs(30))
         .await?;
     assert_eq!(
         condition(&refused.conditions, "TargetsAllowed").map(|c| c.1),
@@ -1285,7 +1154,7 @@ async fn cross_namespace_target_is_refused_until_its_namespace_opts_in() -> Test
     // A Warning Event on the IPA.
     let events: Api<k8s_openapi::api::events::v1::Event> =
         Api::namespaced(bed.client.clone(), ns_a);
-    wait_for(
+    bed.wait_for_some(
         "a CrossNamespaceRefused Event",
         Duration::from_secs(20),
         || async {
@@ -1305,13 +1174,12 @@ async fn cross_namespace_target_is_refused_until_its_namespace_opts_in() -> Test
 
     // Two more cycles: B's Deployment is untouched.
     let t0 = refused.last_reconcile_time.clone();
-    wait_for(
+    bed.wait_for_status(
+        ns_a,
+        "ipa",
         "two more cycles",
         Duration::from_secs(4 * INTERVAL),
-        || async {
-            let s = bed.status(ns_a, "ipa").await?;
-            Ok(s.filter(|s| s.last_reconcile_time != t0))
-        },
+        |s| s.last_reconcile_time != t0,
     )
     .await?;
     tokio::time::sleep(Duration::from_secs(INTERVAL + 1)).await;
@@ -1335,27 +1203,24 @@ async fn cross_namespace_target_is_refused_until_its_namespace_opts_in() -> Test
                 "ipa.shafinhasnat.me/allow-from": format!("other, {ns_a}")}}})),
         )
         .await?;
-    let scaled = wait_for(
-        "the opted-in target scaled to minReplicas",
-        Duration::from_secs(4 * INTERVAL + 10),
-        || async {
-            let r = bed.replicas(ns_b, app).await?;
-            Ok((r == 2).then_some(r))
-        },
-    )
-    .await?;
+    let scaled = bed
+        .wait_for_replicas(
+            ns_b,
+            app,
+            "the opted-in target scaled to minReplicas",
+            Duration::from_secs(4 * INTERVAL + 10),
+            |r| r == 2,
+        )
+        .await?;
     println!("opted in: scaled to {scaled}");
-    let status = wait_for(
-        "TargetsAllowed=True",
-        Duration::from_secs(3 * INTERVAL),
-        || async {
-            let s = bed.status(ns_a, "ipa").await?;
-            Ok(s.filter(|s| {
-                condition(&s.conditions, "TargetsAllowed").is_some_and(|c| c.0 == "True")
-            }))
-        },
-    )
-    .await?;
+    let status = bed
+        .wait_for_condition(
+            ns_a,
+            "TargetsAllowed",
+            "True",
+            Duration::from_secs(3 * INTERVAL),
+        )
+        .await?;
     assert_eq!(status.targets, "1/1");
     controller.assert_running()?;
     controller.stop().await?;
@@ -1369,7 +1234,7 @@ async fn cross_namespace_target_is_refused_until_its_namespace_opts_in() -> Test
 #[tokio::test]
 #[ignore = "needs the test bed (make test)"]
 async fn url_outside_the_allow_list_is_refused_without_network_detail() -> TestResult {
-    let bed = Bed::connect().await?;
+    let bed = connect().await?;
     let (ns, app) = ("ipa-e2e-ssrf", "web");
     bed.fresh_namespace(ns).await?;
     bed.create_app(
@@ -1386,11 +1251,9 @@ async fn url_outside_the_allow_list_is_refused_without_network_detail() -> TestR
     let probe = "http://169.254.169.254:80/latest";
     bed.apply_ipa(ns, &policy_manifest(probe, "\"\"", &groups))
         .await?;
-    let status = wait_for("Ready=False", Duration::from_secs(30), || async {
-        let s = bed.status(ns, "ipa").await?;
-        Ok(s.filter(|s| condition(&s.conditions, "Ready").is_some_and(|c| c.0 == "False")))
-    })
-    .await?;
+    let status = bed
+        .wait_for_condition(ns, "Ready", "False", Duration::from_secs(30))
+        .await?;
     assert_eq!(
         condition(&status.conditions, "Ready").map(|c| c.1),
         Some("URLNotAllowed".into())
@@ -1422,7 +1285,7 @@ async fn url_outside_the_allow_list_is_refused_without_network_detail() -> TestR
 #[tokio::test]
 #[ignore = "needs the test bed (make test)"]
 async fn a_slow_agent_never_delays_a_scale_up() -> TestResult {
-    let bed = Bed::connect().await?;
+    let bed = connect().await?;
     let (ns, app) = ("slowagent", "web");
     bed.fresh_namespace(ns).await?;
     let resources = json!({"requests": {"cpu": "500m", "memory": "128Mi"}});
@@ -1456,15 +1319,12 @@ async fn a_slow_agent_never_delays_a_scale_up() -> TestResult {
     let manifest = ipa_manifest("slow", &bed.prometheus, &agent, 60, &group);
     bed.apply_ipa(ns, &manifest).await?;
     let started = Instant::now();
-    wait_for(
+    bed.wait_for_status(
+        ns,
+        "slow",
         "the first cycle's status",
         Duration::from_secs(30),
-        || async {
-            Ok(bed
-                .status(ns, "slow")
-                .await?
-                .filter(|s| !s.groups.is_empty()))
-        },
+        |s| !s.groups.is_empty(),
     )
     .await?;
     // The agent is being asked (its answer takes 20 s); step the load now.
@@ -1472,11 +1332,11 @@ async fn a_slow_agent_never_delays_a_scale_up() -> TestResult {
     let before = bed.replicas(ns, app).await?;
     bed.load(ns, app, 40.0, None).await?;
     let stepped = Instant::now();
-    let up = wait_for("a scale-up", Duration::from_secs(35), || async {
-        let r = bed.replicas(ns, app).await?;
-        Ok((r > before).then_some(r))
-    })
-    .await?;
+    let up = bed
+        .wait_for_replicas(ns, app, "a scale-up", Duration::from_secs(35), |r| {
+            r > before
+        })
+        .await?;
     let reaction = stepped.elapsed();
     println!("scaled {before} -> {up} {reaction:?} after the step");
     assert!(reaction <= Duration::from_secs(35), "{reaction:?}");
@@ -1506,7 +1366,7 @@ async fn examples_apply_and_nonsense_is_refused_by_the_apiserver() -> TestResult
     use ipa_controller::crd::schema;
     use kube::api::{ApiResource, DynamicObject};
 
-    let bed = Bed::connect().await?;
+    let bed = connect().await?;
     let ns = "ipa-e2e-crd";
     bed.fresh_namespace(ns).await?;
     // Untyped, so the apiserver sees the file's fields, not what serde kept of them.
@@ -1602,14 +1462,11 @@ async fn examples_apply_and_nonsense_is_refused_by_the_apiserver() -> TestResult
 
 /// The app's pods, as the API shows them.
 async fn pods_of(
-    bed: &Bed,
+    bed: &TestBed,
     ns: &str,
     app: &str,
 ) -> TestResult<Vec<k8s_openapi::api::core::v1::Pod>> {
-    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(bed.client.clone(), ns)
-        .list(&kube::api::ListParams::default().labels(&format!("app={app}")))
-        .await?;
-    Ok(pods.items)
+    bed.pods(ns, &format!("app={app}")).await
 }
 
 /// Pod name → (uid, restart count of its first container).
@@ -1658,39 +1515,34 @@ async fn pods_are_resized_in_place_without_restart_or_template_change() -> TestR
     use ipa_controller::in_place::{self, PodState, PodView, ResizeOutcome};
     use ipa_core::{Bytes, ContainerRecommendation, CpuMillis, Resources};
 
-    let bed = Bed::connect().await?;
+    let bed = connect().await?;
     let (ns, app) = ("ipa-e2e-in-place", "web");
     bed.fresh_namespace(ns).await?;
     let resources =
         json!({"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}});
     bed.create_app(ns, app, Some(resources), None).await?;
-    Api::<Deployment>::namespaced(bed.client.clone(), ns)
-        .patch_scale(
-            app,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"replicas": 2}})),
+    bed.scale(ns, app, 2).await?;
+    // Running, and reported on by the node (status resources): the apiserver resizes nothing before that.
+    let pods = bed
+        .wait_for_some(
+            "two running pods with reported resources",
+            Duration::from_secs(60),
+            || async {
+                let pods = pods_of(&bed, ns, app).await?;
+                let ready = pods.len() == 2
+                    && pods.iter().all(|p| {
+                        p.status.as_ref().is_some_and(|s| {
+                            s.phase.as_deref() == Some("Running")
+                                && s.container_statuses
+                                    .iter()
+                                    .flatten()
+                                    .all(|c| c.resources.is_some())
+                        })
+                    });
+                Ok(ready.then_some(pods))
+            },
         )
         .await?;
-    // Running, and reported on by the node (status resources): the apiserver resizes nothing before that.
-    let pods = wait_for(
-        "two running pods with reported resources",
-        Duration::from_secs(60),
-        || async {
-            let pods = pods_of(&bed, ns, app).await?;
-            let ready = pods.len() == 2
-                && pods.iter().all(|p| {
-                    p.status.as_ref().is_some_and(|s| {
-                        s.phase.as_deref() == Some("Running")
-                            && s.container_statuses
-                                .iter()
-                                .flatten()
-                                .all(|c| c.resources.is_some())
-                    })
-                });
-            Ok(ready.then_some(pods))
-        },
-    )
-    .await?;
     let before = identities(&pods);
     let deployment = bed.deployment(ns, app).await?;
     let template = serde_json::to_string(&deployment.spec.template)?;
@@ -1722,17 +1574,18 @@ async fn pods_are_resized_in_place_without_restart_or_template_change() -> TestR
             "{result:?}"
         );
     }
-    let resized = wait_for(
-        "both pods resized and applied",
-        Duration::from_secs(30),
-        || async {
-            let pods = pods_of(&bed, ns, app).await?;
-            Ok(in_place::plan(&grown, &views(&pods))
-                .settled()
-                .then_some(pods))
-        },
-    )
-    .await?;
+    let resized = bed
+        .wait_for_some(
+            "both pods resized and applied",
+            Duration::from_secs(30),
+            || async {
+                let pods = pods_of(&bed, ns, app).await?;
+                Ok(in_place::plan(&grown, &views(&pods))
+                    .settled()
+                    .then_some(pods))
+            },
+        )
+        .await?;
     let want_requests = std::collections::BTreeMap::from([
         ("cpu".to_owned(), "200m".to_owned()),
         ("memory".to_owned(), "96Mi".to_owned()),
@@ -1802,16 +1655,17 @@ async fn pods_are_resized_in_place_without_restart_or_template_change() -> TestR
             "{result:?}"
         );
     }
-    let infeasible = wait_for("the node's Infeasible", Duration::from_secs(30), || async {
-        let pods = pods_of(&bed, ns, app).await?;
-        let plan = in_place::plan(&too_big, &views(&pods));
-        let all = plan
-            .outcomes
-            .iter()
-            .all(|o| matches!(o.state, PodState::Infeasible { .. }));
-        Ok((all && plan.resizes.is_empty()).then_some((pods, plan)))
-    })
-    .await?;
+    let infeasible = bed
+        .wait_for_some("the node's Infeasible", Duration::from_secs(30), || async {
+            let pods = pods_of(&bed, ns, app).await?;
+            let plan = in_place::plan(&too_big, &views(&pods));
+            let all = plan
+                .outcomes
+                .iter()
+                .all(|o| matches!(o.state, PodState::Infeasible { .. }));
+            Ok((all && plan.resizes.is_empty()).then_some((pods, plan)))
+        })
+        .await?;
     println!("{:?}", infeasible.1.outcomes);
     assert_eq!(identities(&infeasible.0), before, "same pods, no restart");
     for pod in &infeasible.0 {

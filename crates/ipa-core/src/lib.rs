@@ -16,6 +16,8 @@ pub mod recommender;
 pub mod reply;
 pub mod snapshot;
 pub mod stats;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 
 pub use decide::{Advice, decide};
 pub use guardrails::{Decision, Floor, GuardState};

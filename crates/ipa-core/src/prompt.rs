@@ -419,48 +419,11 @@ mod tests {
     use super::*;
     use crate::policy::Policy;
     use crate::quantity::{Bytes, CpuMillis};
-    use crate::snapshot::{ContainerSnapshot, TargetRef};
-
-    fn stats(current: f64, max: f64) -> SeriesStats {
-        SeriesStats {
-            current,
-            mean: current,
-            p50: current,
-            p90: current,
-            p95: max,
-            max,
-            trend_per_min: 0.0,
-            recent_trend_per_min: 0.0,
-            samples: 20,
-        }
-    }
+    use crate::test_support::hot_web_snapshot;
 
     pub(crate) fn sample_snapshot() -> MetricsSnapshot {
-        let mut s = MetricsSnapshot::new(
-            TargetRef {
-                namespace: "shop".into(),
-                deployment: "web".into(),
-            },
-            1_700_000_000,
-            3,
-        );
-        s.ready_replicas = Some(3);
-        s.cpu_per_pod = Some(stats(0.2, 0.3));
-        s.memory_per_pod = Some(stats(200.0 * MIB as f64, 220.0 * MIB as f64));
-        s.request_rate = Some(stats(120.0, 150.0));
-        s.containers = vec![ContainerSnapshot {
-            name: "app".into(),
-            requests: Resources {
-                cpu: Some(CpuMillis(250)),
-                memory: Some(Bytes(256 * MIB)),
-            },
-            limits: Resources {
-                cpu: Some(CpuMillis(500)),
-                memory: Some(Bytes(512 * MIB)),
-            },
-            cpu_cores: Some(stats(0.2, 0.3)),
-            memory_bytes: Some(stats(200.0 * MIB as f64, 220.0 * MIB as f64)),
-        }];
+        let mut s = hot_web_snapshot("web");
+        s.timestamp = 1_700_000_000;
         s.cluster.free_cpu = Some(CpuMillis(4000));
         s.cluster.free_memory_bytes = Some(Bytes(8192 * MIB));
         s

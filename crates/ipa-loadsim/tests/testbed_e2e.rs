@@ -4,187 +4,27 @@
 //! rate within three scrape intervals, and scaling changes the pod count, the per-pod CPU split and
 //! `kube_deployment_spec_replicas`.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use ipa_sim::model::AppModel;
+use ipa_test_support::TestResult;
+use ipa_test_support::bed::{TestBed, scrape_interval};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
-use k8s_openapi::api::networking::v1::Ingress;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::Api;
+use kube::api::{ListParams, PostParams};
 use serde_json::{Value, json};
-
-type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 const NAMESPACE: &str = "ipaapp";
 const DEPLOYMENT: &str = "testapp";
 const INGRESS: &str = "testappingress";
 const POD_SELECTOR: &str = r#"namespace="ipaapp",pod=~"testapp-.*""#;
 
-fn env(name: &str) -> TestResult<String> {
-    std::env::var(name).map_err(|_| {
-        format!("{name} is not set: run `make testbed-up` and source testbed/.env").into()
-    })
-}
+/// How often these tests poll the bed: a load step must show within three 2 s scrape intervals.
+const POLL: Duration = Duration::from_millis(250);
 
-struct Bed {
-    client: Client,
-    http: reqwest::Client,
-    prometheus: String,
-    loadsim: String,
-    scrape: Duration,
-}
-
-/// One sample of an instant-query result: labels and value.
-type Sample = (BTreeMap<String, String>, f64);
-
-impl Bed {
-    async fn connect() -> TestResult<Self> {
-        env("KUBECONFIG")?;
-        let scrape = std::env::var("TESTBED_SCRAPE_INTERVAL").unwrap_or_else(|_| "2s".into());
-        let scrape_seconds: f64 = scrape.trim_end_matches('s').parse()?;
-        Ok(Self {
-            client: Client::try_default().await?,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()?,
-            prometheus: env("PROMETHEUS_URL")?,
-            loadsim: env("LOADSIM_URL")?,
-            scrape: Duration::from_secs_f64(scrape_seconds),
-        })
-    }
-
-    async fn query(&self, promql: &str) -> TestResult<Vec<Sample>> {
-        let body: Value = self
-            .http
-            .get(format!("{}/api/v1/query", self.prometheus))
-            .query(&[("query", promql)])
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let results = body["data"]["result"]
-            .as_array()
-            .ok_or_else(|| format!("bad answer to {promql}: {body}"))?;
-        let mut samples = Vec::new();
-        for r in results {
-            let labels = serde_json::from_value(r["metric"].clone())?;
-            let value: f64 = r["value"][1].as_str().ok_or("no value")?.parse()?;
-            samples.push((labels, value));
-        }
-        Ok(samples)
-    }
-
-    async fn delete_load(&self, namespace: &str, deployment: &str) -> TestResult {
-        self.http
-            .delete(format!("{}/load", self.loadsim))
-            .query(&[("namespace", namespace), ("deployment", deployment)])
-            .send()
-            .await?
-            .error_for_status()?;
-        Ok(())
-    }
-
-    /// Runs a range query over the last five minutes at a 60 s step, as the seed's controller does; returns the
-    /// number of series with at least one point.
-    async fn query_range_5m(&self, promql: &str) -> TestResult<usize> {
-        let end = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_secs();
-        let (start, end) = ((end - 300).to_string(), end.to_string());
-        let body: Value = self
-            .http
-            .get(format!("{}/api/v1/query_range", self.prometheus))
-            .query(&[
-                ("query", promql),
-                ("start", &start),
-                ("end", &end),
-                ("step", "60s"),
-            ])
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let series = body["data"]["result"]
-            .as_array()
-            .ok_or_else(|| format!("bad answer to {promql}: {body}"))?;
-        Ok(series
-            .iter()
-            .filter(|s| s["values"].as_array().is_some_and(|v| !v.is_empty()))
-            .count())
-    }
-
-    async fn put_load(&self, body: Value) -> TestResult<Value> {
-        let response = self
-            .http
-            .put(format!("{}/load", self.loadsim))
-            .json(&body)
-            .send()
-            .await?;
-        let status = response.status();
-        let text = response.text().await?;
-        if !status.is_success() {
-            return Err(format!("PUT /load {body}: {status} {text}").into());
-        }
-        Ok(serde_json::from_str(&text)?)
-    }
-
-    async fn running_pods(&self) -> TestResult<Vec<String>> {
-        self.running_pods_in(NAMESPACE, "app=testapp").await
-    }
-
-    async fn running_pods_in(&self, namespace: &str, selector: &str) -> TestResult<Vec<String>> {
-        let pods = Api::<Pod>::namespaced(self.client.clone(), namespace)
-            .list(&ListParams::default().labels(selector))
-            .await?;
-        Ok(pods
-            .items
-            .into_iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-            .filter_map(|p| p.metadata.name)
-            .collect())
-    }
-}
-
-/// Polls `check` until it returns `Some` or `timeout` passes; the error names `what` and the last state seen.
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> TestResult<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = TestResult<Result<T, String>>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        let last = match check().await {
-            Ok(Ok(value)) => return Ok(value),
-            Ok(Err(state)) => state,
-            Err(err) => format!("error: {err}"),
-        };
-        if Instant::now() > deadline {
-            return Err(
-                format!("timed out after {timeout:?} waiting for {what}; last: {last}").into(),
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-async fn delete_namespace(client: &Client, name: &str) -> TestResult {
-    let namespaces = Api::<Namespace>::all(client.clone());
-    if namespaces.get_opt(name).await?.is_none() {
-        return Ok(());
-    }
-    namespaces.delete(name, &DeleteParams::foreground()).await?;
-    wait_for("namespace deletion", Duration::from_secs(90), || async {
-        Ok(match namespaces.get_opt(name).await? {
-            None => Ok(()),
-            Some(_) => Err("still there".to_owned()),
-        })
-    })
-    .await
+async fn running_pods(bed: &TestBed) -> TestResult<Vec<String>> {
+    bed.running_pods(NAMESPACE, "app=testapp").await
 }
 
 /// The article's commands: `kubectl create namespace ipaapp`, `kubectl create deployment testapp
@@ -192,69 +32,24 @@ async fn delete_namespace(client: &Client, name: &str) -> TestResult {
 /// --target-port=8080`, `kubectl create ingress testappingress --class=nginx --rule=cpuload.shafinhasnat.me/*=...:8001`.
 /// (The article exposes and routes to a `cpuload` Service that its own commands never create; here the Ingress
 /// routes to `testappsvc`, which is what the article means.)
-async fn create_test_app(client: &Client) -> TestResult {
-    let pp = PostParams::default();
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &pp,
-            &serde_json::from_value(json!({"metadata": {"name": NAMESPACE}}))?,
-        )
-        .await?;
-    let deployment = json!({
-        "metadata": {"name": DEPLOYMENT, "labels": {"app": DEPLOYMENT}},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": DEPLOYMENT}},
-            "template": {
-                "metadata": {"labels": {"app": DEPLOYMENT}},
-                "spec": {"containers": [{"name": "cpuload", "image": "shafinhasnat/cpuload",
-                                          "ports": [{"containerPort": 8080}]}]},
-            },
-        },
-    });
-    Api::<Deployment>::namespaced(client.clone(), NAMESPACE)
-        .create(&pp, &serde_json::from_value(deployment)?)
-        .await?;
-    let service = json!({
-        "metadata": {"name": "testappsvc"},
-        "spec": {"type": "ClusterIP", "selector": {"app": DEPLOYMENT},
-                 "ports": [{"port": 8001, "targetPort": 8080, "protocol": "TCP"}]},
-    });
-    Api::<Service>::namespaced(client.clone(), NAMESPACE)
-        .create(&pp, &serde_json::from_value(service)?)
-        .await?;
-    let ingress = json!({
-        "metadata": {"name": INGRESS},
-        "spec": {"ingressClassName": "nginx", "rules": [{"host": "cpuload.shafinhasnat.me", "http": {"paths": [{
-            "path": "/", "pathType": "Prefix",
-            "backend": {"service": {"name": "testappsvc", "port": {"number": 8001}}},
-        }]}}]},
-    });
-    Api::<Ingress>::namespaced(client.clone(), NAMESPACE)
-        .create(&pp, &serde_json::from_value(ingress)?)
-        .await?;
-    Ok(())
-}
-
-async fn scale(bed: &Bed, replicas: i32) -> TestResult {
-    Api::<Deployment>::namespaced(bed.client.clone(), NAMESPACE)
-        .patch_scale(
-            DEPLOYMENT,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"replicas": replicas}})),
-        )
-        .await?;
-    Ok(())
+async fn create_test_app(bed: &TestBed) -> TestResult {
+    bed.create_namespace(NAMESPACE).await?;
+    bed.create_app(NAMESPACE, DEPLOYMENT, None, Some(INGRESS))
+        .await
 }
 
 /// Waits until `replicas` pods run, `kube_deployment_spec_replicas` says so, and Prometheus has CPU series for
 /// exactly those pods, each near `expected_cores` (the model's share of the load); returns the per-pod cores.
-async fn wait_for_split(bed: &Bed, replicas: usize, expected_cores: f64) -> TestResult<Vec<f64>> {
-    wait_for(
+async fn wait_for_split(
+    bed: &TestBed,
+    replicas: usize,
+    expected_cores: f64,
+) -> TestResult<Vec<f64>> {
+    bed.wait_for(
         &format!("{replicas} running pods"),
         Duration::from_secs(180),
         || async {
-            let pods = bed.running_pods().await?;
+            let pods = running_pods(bed).await?;
             Ok(if pods.len() == replicas {
                 Ok(())
             } else {
@@ -266,7 +61,7 @@ async fn wait_for_split(bed: &Bed, replicas: usize, expected_cores: f64) -> Test
     let spec = format!(
         r#"kube_deployment_spec_replicas{{namespace="{NAMESPACE}",deployment="{DEPLOYMENT}"}}"#
     );
-    wait_for(
+    bed.wait_for(
         "kube_deployment_spec_replicas to follow",
         Duration::from_secs(30),
         || async {
@@ -279,11 +74,11 @@ async fn wait_for_split(bed: &Bed, replicas: usize, expected_cores: f64) -> Test
     )
     .await?;
     let cpu = format!("irate(container_cpu_usage_seconds_total{{{POD_SELECTOR}}}[1m])");
-    wait_for(
+    bed.wait_for(
         &format!("CPU split over {replicas} pods"),
         Duration::from_secs(90),
         || async {
-            let running = bed.running_pods().await?;
+            let running = running_pods(bed).await?;
             let samples = bed.query(&cpu).await?;
             let per_pod: Vec<f64> = samples
                 .iter()
@@ -308,14 +103,15 @@ async fn wait_for_split(bed: &Bed, replicas: usize, expected_cores: f64) -> Test
     .await
 }
 
-async fn scenario(bed: &Bed) -> TestResult {
+async fn scenario(bed: &TestBed) -> TestResult {
     let model = AppModel::default();
-    create_test_app(&bed.client).await?;
-    wait_for(
+    let scrape = scrape_interval()?;
+    create_test_app(bed).await?;
+    bed.wait_for(
         "the test app's pod to run",
         Duration::from_secs(180),
         || async {
-            let pods = bed.running_pods().await?;
+            let pods = running_pods(bed).await?;
             Ok(if pods.len() == 1 {
                 Ok(())
             } else {
@@ -335,7 +131,7 @@ async fn scenario(bed: &Bed) -> TestResult {
     // Every query the seed's controller sends returns data for the app.
     // The seed controller's queries, verbatim (internal/agent/agent.go: range queries over the last 5 minutes,
     // step 60 s, pods listed by name), each with data for the app.
-    let pods = bed.running_pods().await?.join("|");
+    let pods = running_pods(bed).await?.join("|");
     let seed_queries = [
         format!(
             r#"kube_deployment_spec_replicas{{deployment="{DEPLOYMENT}", namespace="{NAMESPACE}"}}"#
@@ -348,7 +144,7 @@ async fn scenario(bed: &Bed) -> TestResult {
         format!(r#"sum(rate(nginx_ingress_controller_requests{{ingress="{INGRESS}"}}[2m]))"#),
     ];
     for q in &seed_queries {
-        wait_for(
+        bed.wait_for(
             &format!("data for {q}"),
             Duration::from_secs(60),
             || async {
@@ -370,7 +166,7 @@ async fn scenario(bed: &Bed) -> TestResult {
         format!(r#"kube_pod_container_status_restarts_total{{{POD_SELECTOR}}}"#),
     ];
     for q in &more_queries {
-        wait_for(
+        bed.wait_for(
             &format!("data for {q}"),
             Duration::from_secs(60),
             || async {
@@ -385,7 +181,7 @@ async fn scenario(bed: &Bed) -> TestResult {
     }
     // One node_memory_MemAvailable_bytes series per node the API has (other tests may add nodes).
     let node_api = Api::<Node>::all(bed.client.clone());
-    wait_for(
+    bed.wait_for(
         "a free-memory series per node",
         Duration::from_secs(30),
         || async {
@@ -419,7 +215,7 @@ async fn scenario(bed: &Bed) -> TestResult {
         r#"sum(irate(nginx_ingress_controller_requests{{namespace="{NAMESPACE}",ingress="{INGRESS}",status="200"}}[1m]))"#
     );
     let base_cores = model.cpu_demand_cores(base_rps);
-    wait_for("CPU at the base load", Duration::from_secs(60), || async {
+    bed.wait_for("CPU at the base load", Duration::from_secs(60), || async {
         let cpu = bed.query(&cpu_irate).await?;
         Ok(match cpu.as_slice() {
             [(_, v)] if (v - base_cores).abs() < 0.1 * base_cores => Ok(()),
@@ -434,8 +230,8 @@ async fn scenario(bed: &Bed) -> TestResult {
     bed.put_load(json!({"namespace": NAMESPACE, "deployment": DEPLOYMENT, "rps": step_rps, "ingress": INGRESS}))
         .await?;
     let stepped = Instant::now();
-    let budget = bed.scrape * 3;
-    wait_for(
+    let budget = scrape * 3;
+    bed.wait_for(
         "the load step in CPU and request rate",
         budget + Duration::from_secs(1),
         || async {
@@ -458,7 +254,7 @@ async fn scenario(bed: &Bed) -> TestResult {
     let took = stepped.elapsed();
     println!(
         "load step visible after {took:?} (scrape interval {:?})",
-        bed.scrape
+        scrape
     );
     assert!(
         took <= budget + Duration::from_millis(500),
@@ -467,14 +263,14 @@ async fn scenario(bed: &Bed) -> TestResult {
 
     // Scaling out splits the load; scaling back concentrates it; kube_deployment_spec_replicas follows.
     let single = wait_for_split(bed, 1, step_cores).await?;
-    scale(bed, 3).await?;
+    bed.scale(NAMESPACE, DEPLOYMENT, 3).await?;
     let three = wait_for_split(bed, 3, model.cpu_demand_cores(step_rps / 3.0)).await?;
     println!("per-pod CPU: 1 pod {single:?}, 3 pods {three:?}");
     assert!(
         three.iter().all(|v| *v < single[0] / 2.0),
         "the load is split: {single:?} vs {three:?}"
     );
-    scale(bed, 2).await?;
+    bed.scale(NAMESPACE, DEPLOYMENT, 2).await?;
     wait_for_split(bed, 2, model.cpu_demand_cores(step_rps / 2.0)).await?;
 
     let status: Value = bed
@@ -499,12 +295,12 @@ async fn scenario(bed: &Bed) -> TestResult {
 #[tokio::test]
 #[ignore = "needs the test bed (make test)"]
 async fn testbed_serves_the_seed_test_app() -> TestResult {
-    let bed = Bed::connect().await?;
-    delete_namespace(&bed.client, NAMESPACE).await?;
+    let bed = TestBed::connect(POLL).await?;
+    bed.delete_namespace(NAMESPACE).await?;
     let outcome = scenario(&bed).await;
     // Clean up whatever happened: no load, no app.
     let reset = bed.delete_load(NAMESPACE, DEPLOYMENT).await;
-    let deleted = delete_namespace(&bed.client, NAMESPACE).await;
+    let deleted = bed.delete_namespace(NAMESPACE).await;
     outcome?;
     reset?;
     deleted
@@ -514,14 +310,9 @@ const OOM_NAMESPACE: &str = "loadsim-oom";
 
 /// A pod whose working set passes its memory limit is OOM-killed the way a node reports it: a Warning Event
 /// `OOMKilling`, and a restart with `lastState.terminated.reason = OOMKilled` that kube-state-metrics exports.
-async fn oom_scenario(bed: &Bed) -> TestResult {
+async fn oom_scenario(bed: &TestBed) -> TestResult {
     let pp = PostParams::default();
-    Api::<Namespace>::all(bed.client.clone())
-        .create(
-            &pp,
-            &serde_json::from_value(json!({"metadata": {"name": OOM_NAMESPACE}}))?,
-        )
-        .await?;
+    bed.create_namespace(OOM_NAMESPACE).await?;
     let deployment = json!({
         "metadata": {"name": "mem"},
         "spec": {
@@ -537,21 +328,22 @@ async fn oom_scenario(bed: &Bed) -> TestResult {
     Api::<Deployment>::namespaced(bed.client.clone(), OOM_NAMESPACE)
         .create(&pp, &serde_json::from_value(deployment)?)
         .await?;
-    let pod = wait_for("the pod to run", Duration::from_secs(60), || async {
-        let pods = bed.running_pods_in(OOM_NAMESPACE, "app=mem").await?;
-        Ok(match pods.as_slice() {
-            [one] => Ok(one.clone()),
-            other => Err(format!("{other:?}")),
+    let pod = bed
+        .wait_for("the pod to run", Duration::from_secs(60), || async {
+            let pods = bed.running_pods(OOM_NAMESPACE, "app=mem").await?;
+            Ok(match pods.as_slice() {
+                [one] => Ok(one.clone()),
+                other => Err(format!("{other:?}")),
+            })
         })
-    })
-    .await?;
+        .await?;
     // The model's working set at 100 req/s is 64 MiB + 50 MiB > 80 MiB.
     bed.put_load(json!({"namespace": OOM_NAMESPACE, "deployment": "mem", "rps": 100}))
         .await?;
 
     let events =
         Api::<k8s_openapi::api::core::v1::Event>::namespaced(bed.client.clone(), OOM_NAMESPACE);
-    wait_for(
+    bed.wait_for(
         "an OOMKilling event on the pod",
         Duration::from_secs(30),
         || async {
@@ -604,7 +396,7 @@ async fn oom_scenario(bed: &Bed) -> TestResult {
             r#"loadsim_container_restarts_total{{namespace="{OOM_NAMESPACE}",pod="{pod}"}} >= 1"#
         ),
     ] {
-        wait_for(
+        bed.wait_for(
             &format!("data for {q}"),
             Duration::from_secs(30),
             || async {
@@ -624,11 +416,11 @@ async fn oom_scenario(bed: &Bed) -> TestResult {
 #[tokio::test]
 #[ignore = "needs the test bed (make test)"]
 async fn testbed_reports_oom_kills() -> TestResult {
-    let bed = Bed::connect().await?;
-    delete_namespace(&bed.client, OOM_NAMESPACE).await?;
+    let bed = TestBed::connect(POLL).await?;
+    bed.delete_namespace(OOM_NAMESPACE).await?;
     let outcome = oom_scenario(&bed).await;
     let reset = bed.delete_load(OOM_NAMESPACE, "mem").await;
-    let deleted = delete_namespace(&bed.client, OOM_NAMESPACE).await;
+    let deleted = bed.delete_namespace(OOM_NAMESPACE).await;
     outcome?;
     reset?;
     deleted
