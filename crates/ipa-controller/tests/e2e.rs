@@ -1700,7 +1700,7 @@ async fn pods_are_resized_in_place_without_restart_or_template_change() -> TestR
 #[ignore = "needs the test bed (make test)"]
 async fn another_autoscaler_keeps_its_side_until_it_goes() -> TestResult {
     use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-    let bed = Bed::connect().await?;
+    let bed = connect().await?;
     let (ns, app) = ("ipa-e2e-conflict", "web");
     bed.fresh_namespace(ns).await?;
     let requests = json!({"requests": {"cpu": "100m", "memory": "64Mi"}});
@@ -1716,16 +1716,22 @@ async fn another_autoscaler_keeps_its_side_until_it_goes() -> TestResult {
     let groups = format!("      - {{deployment: {app}, namespace: {ns}, minReplicas: 2}}\n");
     bed.apply_ipa(ns, &policy_manifest(&bed.prometheus, "\"\"", &groups))
         .await?;
-    let refused = wait_for("SoleAutoscaler=False", Duration::from_secs(30), || async {
-        let s = bed.status(ns, "ipa").await?;
-        Ok(s.filter(|s| {
-            s.groups
-                .first()
-                .and_then(|g| condition(&g.conditions, "SoleAutoscaler"))
-                == Some(("False".into(), "ConflictingAutoscaler".into()))
-        }))
-    })
-    .await?;
+    let sole = |s: &IpaStatus, status: &str| {
+        s.groups.first().is_some_and(|g| {
+            g.conditions
+                .iter()
+                .any(|c| c.type_ == "SoleAutoscaler" && c.status == status)
+        })
+    };
+    let refused = bed
+        .wait_for_status(
+            ns,
+            "ipa",
+            "SoleAutoscaler=False",
+            Duration::from_secs(30),
+            |s| sole(s, "False"),
+        )
+        .await?;
     let message = refused.groups[0]
         .conditions
         .iter()
@@ -1747,48 +1753,44 @@ async fn another_autoscaler_keeps_its_side_until_it_goes() -> TestResult {
     // A second IPA on the same Deployment, created later: it refuses, naming the first.
     let second = ipa_manifest("second", &bed.prometheus, "\"\"", INTERVAL, &groups);
     bed.apply_ipa(ns, &second).await?;
-    let second_status = wait_for(
+    let names_first = |s: &IpaStatus| {
+        s.groups.first().is_some_and(|g| {
+            g.conditions.iter().any(|c| {
+                c.type_ == "SoleAutoscaler"
+                    && c.status == "False"
+                    && c.message.contains(&format!("IPA {ns}/ipa"))
+            })
+        })
+    };
+    bed.wait_for_status(
+        ns,
+        "second",
         "the second IPA refuses",
         Duration::from_secs(30),
-        || async {
-            let s = bed.status(ns, "second").await?;
-            Ok(s.filter(|s| {
-                s.groups.first().is_some_and(|g| {
-                    g.conditions.iter().any(|c| {
-                        c.type_ == "SoleAutoscaler"
-                            && c.status == "False"
-                            && c.message.contains("IPA")
-                    })
-                })
-            }))
-        },
+        names_first,
     )
     .await?;
-    println!("second: {:?}", second_status.groups[0].conditions);
 
-    // The HPA goes: the first IPA acts on its next cycle; the second still leaves the replicas to the first.
+    // The HPA goes: the first IPA acts on its next cycle.
     hpas.delete("web-hpa", &Default::default()).await?;
-    let scaled = wait_for(
-        "scaled to minReplicas",
-        Duration::from_secs(4 * INTERVAL + 10),
-        || async {
-            let r = bed.replicas(ns, app).await?;
-            Ok((r == 2).then_some(r))
-        },
+    let scaled = bed
+        .wait_for_replicas(
+            ns,
+            app,
+            "scaled to minReplicas",
+            Duration::from_secs(4 * INTERVAL + 10),
+            |r| r == 2,
+        )
+        .await?;
+    println!("after the HPA: {scaled} replicas");
+    bed.wait_for_status(
+        ns,
+        "ipa",
+        "SoleAutoscaler=True",
+        Duration::from_secs(3 * INTERVAL),
+        |s| sole(s, "True"),
     )
     .await?;
-    println!("after the HPA: {scaled} replicas");
-    let first = bed.status(ns, "ipa").await?.ok_or("no status")?;
-    assert_eq!(
-        first.groups[0]
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "SoleAutoscaler")
-            .map(|c| c.status.as_str()),
-        Some("True"),
-        "{:?}",
-        first.groups[0].conditions
-    );
     controller.assert_running()?;
     Ok(())
 }
