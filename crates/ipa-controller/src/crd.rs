@@ -96,6 +96,12 @@ pub struct IpaGroup {
     /// Name of the Ingress in front of the Deployment (ingress-nginx request metrics).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<String>,
+    /// PromQL giving this Deployment's demand in requests per second (its series are summed), for demand that
+    /// does not come through ingress-nginx: a Gateway API / Envoy, Istio or application counter. Used instead of
+    /// `ingress`. Runs only when the controller allows it (`--allow-demand-query`): a query is not confined to
+    /// the IPA's namespace the way IPA's own queries are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demand_query: Option<String>,
     /// `Auto` or `Recommend` for this Deployment; default the IPA-wide `mode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,

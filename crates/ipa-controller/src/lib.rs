@@ -96,6 +96,11 @@ pub struct ControllerArgs {
     /// namespace, plus namespaces annotated `ipa.shafinhasnat.me/allow-from: <ipa namespace>[,...]` or `*`.
     #[arg(long, env = "IPA_ALLOW_CROSS_NAMESPACE")]
     pub allow_cross_namespace: bool,
+    /// Run the PromQL of IPAs' `demandQuery` fields (admin opt-in). Off by default: IPA's own queries only read
+    /// the IPA's allowed namespaces, while a free-form query can read any series the controller's Prometheus
+    /// credentials can, and its value shows in the IPA's decisions.
+    #[arg(long, env = "IPA_ALLOW_DEMAND_QUERY")]
+    pub allow_demand_query: bool,
     /// Allowed `prometheusUri`/`llmAgent` URLs: a URL prefix (`https://prom.example.com/`), a host
     /// (`prom.example.com`) or a host suffix (`*.example.com`). Repeatable. Default: cluster-internal service hosts
     /// (`*.svc`, `*.svc.cluster.local`, hosts without a dot) and loopback. The `--agent-url` is always allowed.
@@ -347,6 +352,7 @@ fn context(
             events_window: args.events_window.as_secs(),
             prometheus_timeout: args.prometheus_timeout,
             allow_cross_namespace: args.allow_cross_namespace,
+            allow_demand_query: args.allow_demand_query,
         },
     })
 }

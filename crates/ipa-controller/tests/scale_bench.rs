@@ -195,6 +195,7 @@ async fn scale_benchmark() -> TestResult {
             events_window: 900,
             prometheus_timeout: Duration::from_secs(30),
             allow_cross_namespace: false,
+            allow_demand_query: false,
         },
     });
     let ipas: Api<IPA> = Api::namespaced(client.clone(), NS);

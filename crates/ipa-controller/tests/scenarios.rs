@@ -353,3 +353,75 @@ async fn update_mode_off_scales_but_keeps_resizes_in_status() -> TestResult {
     assert!(g.last_resize_time.is_none() && g.guard_state.last_resize_at.is_none());
     Ok(())
 }
+
+/// A Prometheus with the workload's series plus `my_requests_total`, a demand counter outside ingress-nginx
+/// (`rps` per second; `None`: the series does not exist).
+async fn prometheus_with_demand(rps: Option<f64>) -> std::io::Result<String> {
+    let load = workload(2, 0.3);
+    let answer: Answer = Arc::new(move |q| {
+        if !q.query.contains("my_requests_total") {
+            return Some(load.answer(q));
+        }
+        let (start, end, step) = (
+            q.start.unwrap_or(0.0),
+            q.end.unwrap_or(0.0),
+            q.step.unwrap_or(15.0),
+        );
+        let values: Vec<Value> = (0..)
+            .map(|i| start + f64::from(i) * step)
+            .take_while(|t| *t <= end)
+            .map(|t| json!([t, rps.unwrap_or(0.0).to_string()]))
+            .collect();
+        let result = match rps {
+            Some(_) => json!([{"metric": {"route": "checkout"}, "values": values}]),
+            None => json!([]),
+        };
+        Some(json!({"resultType": "matrix", "result": result}))
+    });
+    fake_http::prometheus(answer).await
+}
+
+#[tokio::test]
+async fn a_demand_query_feeds_the_request_rate_and_its_absence_is_missing_input() -> TestResult {
+    let demand = json!({"demandQuery": "sum(rate(my_requests_total{route=\"checkout\"}[2m]))"});
+    for (rps, missing) in [(Some(40.0), false), (None, true)] {
+        let api = FakeApi::default();
+        api.add_deployment(NS, "web", 2, "100m");
+        let prom = prometheus_with_demand(rps).await?;
+        let spec = json!({"prometheusUri": prom, "ipaGroup": [group(demand.clone())]});
+        let mut s = Scenario::new(api, ipa(spec)?)?;
+        let status = s.cycle(T0).await?;
+        let g = first_group(&status)?;
+        assert_eq!(
+            g.missing_inputs.contains(&"request_rate".to_string()),
+            missing,
+            "{rps:?}: {g:?}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_demand_query_is_not_run_unless_the_controller_allows_it() -> TestResult {
+    let api = FakeApi::default();
+    api.add_deployment(NS, "web", 2, "100m");
+    let prom = prometheus_with_demand(Some(40.0)).await?;
+    let demand = json!({"demandQuery": "sum(rate(my_requests_total[2m]))"});
+    let spec = json!({"prometheusUri": prom, "ipaGroup": [group(demand)]});
+    let mut s = Scenario::new(api, ipa(spec)?)?.with_settings(|s| s.allow_demand_query = false);
+    let status = s.cycle(T0).await?;
+    let g = first_group(&status)?;
+    assert!(
+        g.missing_inputs.contains(&"request_rate".to_string()),
+        "{g:?}"
+    );
+    let metrics = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "MetricsAvailable");
+    let message = metrics.map(|c| c.message.clone()).unwrap_or_default();
+    assert!(message.contains("--allow-demand-query"), "{message}");
+    // Replicas still follow CPU.
+    assert!(s.api.replicas(NS, "web").unwrap_or(0) > 2);
+    Ok(())
+}

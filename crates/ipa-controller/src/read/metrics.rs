@@ -1,6 +1,11 @@
 //! Prometheus, read once per metric for every target of an IPA: the query count per cycle does not grow with
 //! the number of targets.
 
+use std::collections::HashMap;
+
+use futures::future::join_all;
+use ipa_core::TargetRef;
+
 use crate::Error;
 use crate::read::prometheus::{Prometheus, Sample, Series};
 use crate::read::promql::{self, Selection, Windows};
@@ -17,6 +22,8 @@ pub struct CycleMetrics {
     pub oom_kills: Option<Vec<Sample>>,
     pub free_memory: Option<Vec<Sample>>,
     pub free_cpu: Option<Vec<Sample>>,
+    /// Each `demandQuery` target's own demand series (`None`: the query failed or was not allowed).
+    pub demand: HashMap<TargetRef, Option<Vec<Series>>>,
 }
 
 /// Time frame of the cycle (unix seconds).
@@ -35,8 +42,25 @@ pub struct Queried {
     pub errors: Vec<String>,
 }
 
+/// The `demandQuery` of each target that has one, and whether the controller runs them.
+#[derive(Debug, Default)]
+pub struct DemandQueries {
+    pub queries: Vec<(TargetRef, String)>,
+    pub allowed: bool,
+}
+
+/// What status says when the controller does not run `demandQuery`.
+pub const DEMAND_QUERY_DISABLED: &str =
+    "demandQuery (not run: the controller is started without --allow-demand-query)";
+
 /// Runs every metric query of the cycle concurrently; a failed query leaves its metric `None`.
-pub async fn query_all(prom: &Prometheus, sel: &Selection, w: Windows, frame: Frame) -> Queried {
+pub async fn query_all(
+    prom: &Prometheus,
+    sel: &Selection,
+    w: Windows,
+    frame: Frame,
+    demand: &DemandQueries,
+) -> Queried {
     let start = frame.now - frame.history as i64;
     let stats_start = frame.now - frame.stats_window as i64;
     let (cpu_q, mem_q, rate_q) = (sel.cpu(w), sel.memory(), sel.request_rate(w));
@@ -47,7 +71,19 @@ pub async fn query_all(prom: &Prometheus, sel: &Selection, w: Windows, frame: Fr
             None => None,
         }
     };
-    let (cpu, mem, rate, restarts, oom, free_mem, free_cpu) = tokio::join!(
+    let custom = async {
+        if !demand.allowed {
+            return Vec::new();
+        }
+        join_all(demand.queries.iter().map(|(target, q)| async move {
+            (
+                target.clone(),
+                prom.query_range(q, start, frame.now, frame.step).await,
+            )
+        }))
+        .await
+    };
+    let (cpu, mem, rate, restarts, oom, free_mem, free_cpu, custom) = tokio::join!(
         prom.query_range(&cpu_q, start, frame.now, frame.step),
         prom.query_range(&mem_q, stats_start, frame.now, frame.step),
         rate,
@@ -55,6 +91,7 @@ pub async fn query_all(prom: &Prometheus, sel: &Selection, w: Windows, frame: Fr
         prom.query(&oom_q, frame.now),
         prom.query(promql::FREE_MEMORY, frame.now),
         prom.query(promql::FREE_CPU, frame.now),
+        custom,
     );
     let mut errors = Vec::new();
     let metrics = CycleMetrics {
@@ -65,7 +102,18 @@ pub async fn query_all(prom: &Prometheus, sel: &Selection, w: Windows, frame: Fr
         oom_kills: keep(&mut errors, "oom_kills", oom),
         free_memory: keep(&mut errors, "free_memory", free_mem),
         free_cpu: keep(&mut errors, "free_cpu", free_cpu),
+        demand: HashMap::new(),
     };
+    let mut metrics = metrics;
+    if !demand.allowed && !demand.queries.is_empty() {
+        errors.push(DEMAND_QUERY_DISABLED.to_string());
+    }
+    for (target, result) in custom {
+        let what = format!("demandQuery of {target}");
+        metrics
+            .demand
+            .insert(target, keep(&mut errors, &what, result));
+    }
     Queried { metrics, errors }
 }
 

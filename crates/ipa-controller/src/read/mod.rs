@@ -82,11 +82,31 @@ pub async fn read(ctx: &Context, ipa: &IPA, frame: Frame) -> Reading {
             }
         },
     ));
+    let demand = metrics::DemandQueries {
+        queries: allowed
+            .iter()
+            .filter_map(|g| {
+                let query = g
+                    .demand_query
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|q| !q.is_empty())?;
+                let target = ipa_core::TargetRef {
+                    namespace: g.namespace.clone(),
+                    deployment: g.deployment.clone(),
+                };
+                Some((target, query.to_string()))
+            })
+            .collect(),
+        allowed: ctx.settings.allow_demand_query,
+    };
     let selection = Selection {
         namespaces: allowed.iter().map(|g| g.namespace.clone()).collect(),
         deployments: allowed.iter().map(|g| g.deployment.clone()).collect(),
+        // A target with its own demandQuery does not need the ingress-nginx series.
         ingresses: allowed
             .iter()
+            .filter(|g| g.demand_query.is_none())
             .filter_map(|g| g.ingress.clone().filter(|i| !i.is_empty()))
             .collect(),
     };
@@ -96,7 +116,7 @@ pub async fn read(ctx: &Context, ipa: &IPA, frame: Frame) -> Reading {
     };
     let queries = async {
         match prometheus(ctx, ipa, kube).await {
-            Ok(prom) => metrics::query_all(&prom, &selection, windows, frame).await,
+            Ok(prom) => metrics::query_all(&prom, &selection, windows, frame, &demand).await,
             Err(why) => {
                 warn!(error = %why, "prometheusAuth unusable; Prometheus not queried");
                 let errors = vec!["prometheusAuth".to_string()];

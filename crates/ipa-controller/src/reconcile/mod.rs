@@ -47,6 +47,8 @@ pub struct Settings {
     pub prometheus_timeout: Duration,
     /// `--allow-cross-namespace`: an IPA may manage Deployments in any namespace.
     pub allow_cross_namespace: bool,
+    /// `--allow-demand-query`: run the PromQL of `demandQuery` fields.
+    pub allow_demand_query: bool,
 }
 
 /// What every reconcile shares.

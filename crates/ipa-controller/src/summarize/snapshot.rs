@@ -17,6 +17,8 @@ use crate::read::prometheus::{Sample, Series};
 pub struct TargetInfo {
     pub target: TargetRef,
     pub ingress: Option<String>,
+    /// Demand comes from the target's own `demandQuery`, not from `ingress`.
+    pub custom_demand: bool,
     pub replicas: u32,
     pub ready_replicas: Option<u32>,
     /// Containers of the pod template with their current requests/limits (usage filled in here).
@@ -219,6 +221,40 @@ pub fn cluster_capacity(metrics: &CycleMetrics) -> ClusterCapacity {
     }
 }
 
+/// The target's requests per second over the history: its `demandQuery`'s series summed per step, or its
+/// ingress's series; `None` when it has neither (then demand is not expected), empty when the query failed.
+fn demand_points(info: &TargetInfo, index: &Indexed<'_>) -> Option<Vec<(i64, f64)>> {
+    let as_points = |s: &Series| {
+        s.points
+            .iter()
+            .map(|&(t, v)| (t.round() as i64, v))
+            .collect::<Vec<_>>()
+    };
+    if info.custom_demand {
+        let mut summed: BTreeMap<i64, f64> = BTreeMap::new();
+        let series = index
+            .metrics
+            .demand
+            .get(&info.target)
+            .and_then(Option::as_ref);
+        for (t, v) in series.into_iter().flatten().flat_map(as_points) {
+            *summed.entry(t).or_default() += v;
+        }
+        return Some(summed.into_iter().collect());
+    }
+    let ingress = info.ingress.as_ref()?;
+    let series = index
+        .request_rate
+        .get(&(info.target.namespace.as_str(), ingress.as_str()));
+    Some(
+        series
+            .into_iter()
+            .flatten()
+            .flat_map(|s| as_points(s))
+            .collect(),
+    )
+}
+
 /// Builds the snapshot of one target.
 pub fn snapshot(info: &TargetInfo, index: &Indexed<'_>, frame: Frame) -> MetricsSnapshot {
     let metrics = index.metrics;
@@ -255,14 +291,7 @@ pub fn snapshot(info: &TargetInfo, index: &Indexed<'_>, frame: Frame) -> Metrics
         cpu_cores: history_grid(&total(&cpu_grid), frame),
         request_rate: Vec::new(),
     };
-    if let Some(ingress) = &info.ingress {
-        let points: Vec<(i64, f64)> = index
-            .request_rate
-            .get(&(info.target.namespace.as_str(), ingress.as_str()))
-            .into_iter()
-            .flatten()
-            .flat_map(|s| s.points.iter().map(|&(t, v)| (t.round() as i64, v)))
-            .collect();
+    if let Some(points) = demand_points(info, index) {
         snap.request_rate = window_stats(&points, frame);
         if snap.request_rate.is_none() {
             snap.missing.push("request_rate".into());
@@ -311,6 +340,7 @@ mod tests {
                 deployment: "app".into(),
             },
             ingress: Some("ing".into()),
+            custom_demand: false,
             replicas: 2,
             ready_replicas: Some(2),
             containers: vec![ContainerSnapshot {

@@ -38,6 +38,7 @@ pub fn settings() -> Settings {
         events_window: 900,
         prometheus_timeout: Duration::from_secs(5),
         allow_cross_namespace: false,
+        allow_demand_query: true,
     }
 }
 
@@ -79,6 +80,14 @@ impl Scenario {
             ctx: Arc::new(ctx),
             ipa,
         })
+    }
+
+    /// The same scenario with the controller's settings changed (e.g. a flag off).
+    pub fn with_settings(mut self, change: impl FnOnce(&mut Settings)) -> Self {
+        if let Some(ctx) = Arc::get_mut(&mut self.ctx) {
+            change(&mut ctx.settings);
+        }
+        self
     }
 
     /// Runs one cycle at `now`, then hands the IPA the status it wrote (as the next watch event would).
