@@ -54,6 +54,10 @@ pub struct ControllerArgs {
     /// Serve /metrics, /healthz and /readyz on this address (e.g. 0.0.0.0:8080). Off when absent.
     #[arg(long, env = "IPA_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Connect with this kubeconfig instead of the in-cluster ServiceAccount or `KUBECONFIG` (e.g. a
+    /// ServiceAccount token's kubeconfig, to run with exactly the install's RBAC).
+    #[arg(long)]
+    pub kubeconfig: Option<std::path::PathBuf>,
     /// Only watch IPAs in this namespace (default: all namespaces).
     #[arg(long, env = "IPA_WATCH_NAMESPACE")]
     pub namespace: Option<String>,
@@ -155,7 +159,7 @@ pub async fn run_until(
 ) -> Result<(), Error> {
     // kube and reqwest share one rustls; pick its crypto provider once for the process.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = Client::try_default().await.map_err(Error::KubeConfig)?;
+    let client = kube_client(args.kubeconfig.as_deref()).await?;
     let metrics = Arc::new(metrics::Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -226,6 +230,22 @@ pub async fn run_until(
     }
     info!("stopped");
     Ok(())
+}
+
+/// The API client: from `--kubeconfig` when given, else the in-cluster ServiceAccount or `KUBECONFIG`.
+async fn kube_client(kubeconfig: Option<&std::path::Path>) -> Result<Client, Error> {
+    let Some(path) = kubeconfig else {
+        return Client::try_default().await.map_err(Error::KubeConfig);
+    };
+    let unreadable = |e: kube::config::KubeconfigError| {
+        Error::Config(format!("kubeconfig {}: {e}", path.display()))
+    };
+    let file = kube::config::Kubeconfig::read_from(path).map_err(unreadable)?;
+    let options = kube::config::KubeConfigOptions::default();
+    let config = kube::Config::from_custom_kubeconfig(file, &options)
+        .await
+        .map_err(unreadable)?;
+    Client::try_from(config).map_err(Error::KubeConfig)
 }
 
 /// Serves /metrics, /healthz and /readyz until `stop`.

@@ -32,7 +32,73 @@ async fn connect() -> TestResult<TestBed> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let bed = TestBed::connect(POLL).await?;
     bed.install_crd().await?;
+    controller_identity(&bed).await?;
     Ok(bed)
+}
+
+/// The namespace, ServiceAccount and name of the controller as install.yaml has them.
+const CONTROLLER_NS: &str = "ipa-system";
+const CONTROLLER_SA: &str = "ipa-controller";
+
+/// Where the kubeconfig of the controller's ServiceAccount is written: beside the bed's own.
+fn controller_kubeconfig() -> TestResult<std::path::PathBuf> {
+    let admin = std::path::PathBuf::from(std::env::var("KUBECONFIG")?);
+    Ok(admin.with_file_name("ipa-controller-sa.kubeconfig"))
+}
+
+/// Gives the in-process controller exactly the RBAC of install.yaml: its ServiceAccount bound to a ClusterRole
+/// with `manifests::controller_rules()` (the function install.yaml and the chart are generated from), and a
+/// kubeconfig holding that ServiceAccount's token. Every call RBAC forbids then fails the test that makes it.
+async fn controller_identity(bed: &TestBed) -> TestResult {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    let apply = PatchParams::apply("ipa-e2e").force();
+    let namespace: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": CONTROLLER_NS}}))?;
+    Api::<Namespace>::all(bed.client.clone())
+        .patch(CONTROLLER_NS, &apply, &Patch::Apply(&namespace))
+        .await?;
+    let accounts: Api<ServiceAccount> = Api::namespaced(bed.client.clone(), CONTROLLER_NS);
+    let account: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": CONTROLLER_SA}}))?;
+    accounts
+        .patch(CONTROLLER_SA, &apply, &Patch::Apply(&account))
+        .await?;
+    let role: ClusterRole = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "ipa-e2e-controller"},
+        "rules": ipa_controller::manifests::controller_rules()}))?;
+    Api::<ClusterRole>::all(bed.client.clone())
+        .patch("ipa-e2e-controller", &apply, &Patch::Apply(&role))
+        .await?;
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "ipa-e2e-controller"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "ipa-e2e-controller"},
+        "subjects": [{"kind": "ServiceAccount", "name": CONTROLLER_SA, "namespace": CONTROLLER_NS}]}))?;
+    Api::<ClusterRoleBinding>::all(bed.client.clone())
+        .patch("ipa-e2e-controller", &apply, &Patch::Apply(&binding))
+        .await?;
+    let request: TokenRequest =
+        serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 7200}}))?;
+    let token = accounts
+        .create_token_request(CONTROLLER_SA, &Default::default(), &request)
+        .await?
+        .status
+        .ok_or("the token request has no status")?
+        .token;
+    // The bed's kubeconfig with the ServiceAccount's token as the only credential.
+    let admin_path = std::env::var("KUBECONFIG")?;
+    let mut kubeconfig: Value = serde_saphyr::from_str(&std::fs::read_to_string(&admin_path)?)?;
+    for user in kubeconfig["users"]
+        .as_array_mut()
+        .ok_or("kubeconfig has no users")?
+    {
+        user["user"] = json!({ "token": token });
+    }
+    std::fs::write(controller_kubeconfig()?, serde_json::to_vec(&kubeconfig)?)?;
+    Ok(())
 }
 
 /// What these tests do on the bed beyond the shared harness: the IPA resource, its status, and the controller.
@@ -167,6 +233,10 @@ impl IpaBed for TestBed {
             #[command(flatten)]
             args: ControllerArgs,
         }
+        // As install.yaml's ServiceAccount (see `controller_identity`).
+        let kubeconfig = controller_kubeconfig()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
         // Short windows for a 2 s scrape interval, so a test sees reactions within seconds.
         let cli = Cli::parse_from(
             [
@@ -181,6 +251,8 @@ impl IpaBed for TestBed {
                 "5m",
                 "--prometheus-timeout",
                 "5s",
+                "--kubeconfig",
+                &kubeconfig,
             ]
             .into_iter()
             .chain(extra.iter().copied()),
