@@ -6,9 +6,10 @@ cd "$(dirname "$0")/.."
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cargo run --quiet --locked -p ipa -- crd >"$tmp/crd.yaml"
+cargo run --quiet --locked -p ipa -- crd --helm >"$tmp/crd-helm.yaml"
 cargo run --quiet --locked -p ipa -- manifests >"$tmp/install.yaml"
 status=0
-for pair in "crd.yaml:deploy/crd.yaml" "crd.yaml:deploy/helm/ipa/crds/ipa.yaml" "install.yaml:deploy/install.yaml"; do
+for pair in "crd.yaml:deploy/crd.yaml" "crd-helm.yaml:deploy/helm/ipa/templates/crd.yaml" "install.yaml:deploy/install.yaml"; do
   generated="$tmp/${pair%%:*}" committed="${pair#*:}"
   if [[ "${1:-}" == "--write" ]]; then
     cp "$generated" "$committed"

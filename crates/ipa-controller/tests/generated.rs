@@ -15,10 +15,11 @@ fn repo_file(path: &str) -> PathBuf {
 #[test]
 fn committed_manifests_match_the_code() -> Result<(), Box<dyn std::error::Error>> {
     let crd = ipa_controller::crd::crd_yaml()?;
+    let chart_crd = ipa_controller::crd::crd_helm_template()?;
     let install = install_yaml(&ManifestOptions::default())?;
     let expected = [
         ("deploy/crd.yaml", &crd),
-        ("deploy/helm/ipa/crds/ipa.yaml", &crd),
+        ("deploy/helm/ipa/templates/crd.yaml", &chart_crd),
         ("deploy/install.yaml", &install),
     ];
     let write = std::env::var("IPA_WRITE_GENERATED").is_ok_and(|v| v == "1");

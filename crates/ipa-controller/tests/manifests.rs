@@ -108,6 +108,18 @@ fn helm_chart_lints_and_renders_to_valid_objects() -> TestResult {
         Ok(stdout)
     };
     println!("{}", helm_run(&["lint"])?);
+    // A wrong-typed value fails on the chart's values.schema.json, before anything renders.
+    let wrong = helm_run(&["template", "ipa", "--set", "controller.replicas=two"]);
+    let error = wrong.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        error.contains("/controller/replicas"),
+        "a string for controller.replicas was accepted: {error}"
+    );
+    // The chart packages (what a release publishes).
+    let packages = std::env::temp_dir().join(format!("ipa-helm-package-{}", std::process::id()));
+    let packaged = helm_run(&["package", "--destination", &packages.display().to_string()]);
+    let _ = std::fs::remove_dir_all(&packages);
+    println!("{}", packaged?);
     let rendered = helm_run(&[
         "template",
         "ipa",
@@ -130,6 +142,8 @@ fn helm_chart_lints_and_renders_to_valid_objects() -> TestResult {
     for object in [
         "customresourcedefinition.apiextensions.k8s.io/ipas.ipa.shafinhasnat.me",
         "deployment.apps/",
+        "poddisruptionbudget.policy/ipa-controller",
+        "service/ipa-controller-metrics",
     ] {
         assert!(out.contains(object), "{object} missing from: {out}");
     }

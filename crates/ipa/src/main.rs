@@ -32,7 +32,12 @@ enum Command {
     /// Test-bed workload simulator (stands in for the application on fake nodes).
     Loadsim(ipa_loadsim::LoadsimArgs),
     /// Print the IPA CustomResourceDefinition (YAML).
-    Crd,
+    Crd {
+        /// As the Helm chart's template: kept on uninstall, installed unless `crds.install=false`, and upgraded
+        /// with the chart (Helm never upgrades a chart's `crds/` directory).
+        #[arg(long)]
+        helm: bool,
+    },
     /// Print the install manifest: namespace, CRD, RBAC, controller and agent (YAML).
     Manifests(ipa_controller::manifests::ManifestOptions),
 }
@@ -68,7 +73,10 @@ fn main() -> ExitCode {
         Command::Loadsim(args) => {
             runtime().and_then(|rt| rt.block_on(ipa_loadsim::run(args)).map_err(Into::into))
         }
-        Command::Crd => ipa_controller::crd::crd_yaml()
+        Command::Crd { helm: true } => ipa_controller::crd::crd_helm_template()
+            .map(|yaml| print!("{yaml}"))
+            .map_err(Into::into),
+        Command::Crd { helm: false } => ipa_controller::crd::crd_yaml()
             .map(|yaml| print!("{yaml}"))
             .map_err(Into::into),
         Command::Manifests(options) => ipa_controller::manifests::install_yaml(&options)
