@@ -74,8 +74,8 @@ pub struct IpaMetadata {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
     /// How new requests/limits reach the pods: `Template` (the default: a rolling update, the seed's behaviour),
-    /// `Off`, or — accepted, not yet applied by this version — `InPlace` and `InPlaceOrRecreate`. A group's own
-    /// `updateMode` wins.
+    /// `InPlace` (the running pods are resized, nothing restarts, the template is not written), `"Off"`, or
+    /// `InPlaceOrRecreate` (served as `InPlace` by this version). A group's own `updateMode` wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_mode: Option<UpdateMode>,
     /// A key of a Secret in the IPA's namespace whose value is sent to the agent as a bearer token.
@@ -134,10 +134,9 @@ impl Mode {
 }
 
 /// How a change of requests/limits reaches a target's pods (replicas are not affected): `Template` (the default),
-/// `"Off"` (quoted: YAML 1.1 reads a bare Off as false), `InPlace` or `InPlaceOrRecreate`. A group's own value
-/// overrides the IPA's. The in-place modes are accepted so manifests can name them, but this version does not
-/// apply them yet (docs/operator.md, Update modes): their resizes are recommended in status only, and the group's
-/// `Applied` condition says so.
+/// `InPlace`, `InPlaceOrRecreate` or `"Off"` (quoted: YAML 1.1 reads a bare Off as false). A group's own value
+/// overrides the IPA's. This version serves `InPlaceOrRecreate` as `InPlace`: a pod the node cannot resize is
+/// reported, not yet recreated (docs/operator.md, Update modes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub enum UpdateMode {
     /// Resize the running pods through `pods/resize`; never restart one. A resize the node cannot fit stays
@@ -155,6 +154,11 @@ pub enum UpdateMode {
 }
 
 impl UpdateMode {
+    /// Resizes go to the running pods (`pods/resize`), not to the template.
+    pub fn in_place(self) -> bool {
+        matches!(self, Self::InPlace | Self::InPlaceOrRecreate)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::InPlace => "InPlace",

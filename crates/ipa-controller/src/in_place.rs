@@ -417,7 +417,9 @@ pub async fn apply(pods: &Api<Pod>, resizes: &[PodResize]) -> Vec<ResizeResult> 
         field_manager: Some(crate::reconcile::MANAGER.into()),
         ..PatchParams::default()
     };
-    futures::stream::iter(resizes)
+    // Owned items: a stream of futures borrowing from a slice is not provably `Send` for every lifetime, which
+    // the controller's reconcile future must be.
+    futures::stream::iter(resizes.to_vec())
         .map(|resize| {
             let params = &params;
             async move {

@@ -1866,3 +1866,100 @@ async fn another_autoscaler_keeps_its_side_until_it_goes() -> TestResult {
     controller.assert_running()?;
     Ok(())
 }
+
+/// Issue 12, `updateMode: InPlace` driven by the controller: a sustained usage change resizes the running pod
+/// through `pods/resize` — same UID, no restart, the new requests in its spec and (the bed's kubelet stand-in
+/// applies them) in its status — and the Deployment's template is left exactly as it was.
+#[tokio::test]
+#[ignore = "needs the test bed (make test)"]
+async fn in_place_mode_resizes_the_running_pod_and_leaves_the_template() -> TestResult {
+    let bed = connect().await?;
+    let (ns, app) = ("ipa-e2e-in-place", "testapp");
+    bed.fresh_namespace(ns).await?;
+    // As in the Template-mode test above: 4 req/s fits 200m; 30 req/s needs ~0.6 cores on the one pod.
+    let resources =
+        json!({"requests": {"cpu": "200m", "memory": "80Mi"}, "limits": {"memory": "160Mi"}});
+    bed.create_app(ns, app, Some(resources), None).await?;
+    bed.load(ns, app, 4.0, None).await?;
+    bed.wait_for_cpu(ns, app, 0.06).await?;
+    let before = identities(&pods_of(&bed, ns, app).await?);
+    let template = bed.deployment(ns, app).await?;
+    let controller = bed.controller(ns);
+    let groups = format!(
+        "      - deployment: {app}\n        namespace: {ns}\n        minReplicas: 1\n        maxReplicas: 1\n        \
+         minResizeIntervalSeconds: 10\n        updateMode: InPlace\n"
+    );
+    bed.apply_ipa(ns, &policy_manifest(&bed.prometheus, "\"\"", &groups))
+        .await?;
+    bed.load(ns, app, 30.0, None).await?;
+    let resized = bed
+        .wait_for_some(
+            "the running pod resized in place",
+            Duration::from_secs(150),
+            || async {
+                let pods = pods_of(&bed, ns, app).await?;
+                let grown = pods.iter().find(|p| {
+                    let spec = p.spec.as_ref().map(|s| &s.containers[0]);
+                    let cpu = spec
+                        .and_then(|c| c.resources.as_ref())
+                        .and_then(|r| r.requests.as_ref());
+                    cpu.and_then(|r| r.get("cpu"))
+                        .is_some_and(|q| q.0 != "200m")
+                });
+                Ok(grown.cloned())
+            },
+        )
+        .await?;
+    let name = resized.metadata.name.clone().unwrap_or_default();
+    println!(
+        "resized: {name} {:?}",
+        resized.spec.as_ref().map(|s| &s.containers[0].resources)
+    );
+    assert_eq!(
+        identities(std::slice::from_ref(&resized)).get(&name),
+        before.get(&name),
+        "a new pod or a restart"
+    );
+    let allocated = bed
+        .wait_for_some(
+            "the kubelet stand-in applied it",
+            Duration::from_secs(30),
+            || async {
+                let pods = pods_of(&bed, ns, app).await?;
+                let pod = pods
+                    .into_iter()
+                    .find(|p| p.metadata.name.as_deref() == Some(name.as_str()));
+                let status = pod
+                    .and_then(|p| p.status)
+                    .and_then(|s| s.container_statuses);
+                let actual = status
+                    .and_then(|cs| cs.into_iter().next())
+                    .and_then(|c| c.resources);
+                let cpu = actual
+                    .and_then(|r| r.requests)
+                    .and_then(|r| r.get("cpu").map(|q| q.0.clone()));
+                Ok(cpu.filter(|c| c != "200m"))
+            },
+        )
+        .await?;
+    println!("status resources: cpu {allocated}");
+    let after = bed.deployment(ns, app).await?;
+    assert_eq!(
+        after.spec.template, template.spec.template,
+        "the template changed"
+    );
+    assert_eq!(
+        after.metadata.generation, template.metadata.generation,
+        "the template was written"
+    );
+    let status = bed.status(ns, "ipa").await?.ok_or("no status")?;
+    println!(
+        "  applied: {:?}",
+        status.groups[0]
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Applied")
+    );
+    controller.assert_running()?;
+    Ok(())
+}

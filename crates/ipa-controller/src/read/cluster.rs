@@ -9,6 +9,7 @@ use kube::core::Request;
 use kube::{Api, Client, Resource};
 use tracing::warn;
 
+use crate::in_place::PodView;
 use crate::metrics::Metrics;
 use crate::read::slim::{self, DeploymentView, EventView, MetaOnly};
 use crate::reconcile::MANAGER;
@@ -25,6 +26,8 @@ pub struct NamespaceView {
     pub pods: Option<HashMap<String, Vec<String>>>,
     /// Events by the name of the object they are about.
     pub events: HashMap<String, Vec<EventView>>,
+    /// Pods with their spec and resize state, by name — read only where a target resizes in place.
+    pub pod_views: HashMap<String, PodView>,
     pub error: Option<String>,
 }
 
@@ -105,6 +108,7 @@ pub async fn read_namespace(
     ns: &str,
     targets: &BTreeSet<&str>,
     events_since: i64,
+    full_pods: bool,
 ) -> NamespaceView {
     let mut view = NamespaceView::default();
     let mut found = HashMap::new();
@@ -138,6 +142,9 @@ pub async fn read_namespace(
     view.pods = listed
         .ok()
         .map(|()| children_by_owner(pod_items, "ReplicaSet"));
+    if full_pods {
+        view.pod_views = read_pod_views(kube, ns, targets).await;
+    }
     let events = Request::new(CoreEvent::url_path(&(), Some(ns)));
     let listed = paged!(kube, events, false, |event: EventView| {
         let object = event.involved_object.name.clone().unwrap_or_default();
@@ -152,6 +159,27 @@ pub async fn read_namespace(
         warn!(namespace = ns, error = %e, "cannot list events");
     }
     view
+}
+
+/// The targets' pods in full (spec, resize conditions), for in-place resizes; a failed list leaves none, and
+/// the targets' sizes then come from their templates.
+async fn read_pod_views(
+    kube: Kube<'_>,
+    ns: &str,
+    targets: &BTreeSet<&str>,
+) -> HashMap<String, PodView> {
+    let pods = Request::new(Pod::url_path(&(), Some(ns)));
+    let mut views = HashMap::new();
+    let listed = paged!(kube, pods, false, |pod: Pod| {
+        if let Some(view) = PodView::from_pod(&pod).filter(|v| may_belong(&v.name, targets)) {
+            views.insert(view.name.clone(), view);
+        }
+    });
+    if let Err(e) = listed {
+        warn!(namespace = ns, error = %e, "cannot list pods in full; in-place sizes unknown this cycle");
+        views.clear();
+    }
+    views
 }
 
 /// Reads whether each namespace other than the IPA's lets it in. One metadata read per foreign namespace per

@@ -74,11 +74,13 @@ pub async fn read(ctx: &Context, ipa: &IPA, frame: Frame) -> Reading {
                 .filter(|g| g.namespace == *ns)
                 .map(|g| g.deployment.as_str())
                 .collect();
+            let full_pods = allowed
+                .iter()
+                .any(|g| g.namespace == *ns && spec.update_mode_of(g).in_place());
             async move {
-                (
-                    ns.to_string(),
-                    cluster::read_namespace(kube, ns, &targets, events_since).await,
-                )
+                let view =
+                    cluster::read_namespace(kube, ns, &targets, events_since, full_pods).await;
+                (ns.to_string(), view)
             }
         },
     ));

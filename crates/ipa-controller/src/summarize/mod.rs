@@ -13,6 +13,7 @@ use kube::ResourceExt;
 use crate::conditions::Want;
 use crate::conflicts::{self, Me, Target, TargetConflicts};
 use crate::crd::{IPA, IpaGroup, Mode, UpdateMode};
+use crate::in_place::PodView;
 use crate::read::Reading;
 use crate::read::cluster::NamespaceView;
 use crate::read::metrics::{CycleMetrics, Frame};
@@ -32,6 +33,8 @@ pub struct Found {
     pub mode: Mode,
     /// How resizes reach the pods.
     pub update_mode: UpdateMode,
+    /// Its pods with their own sizes and resize state (in-place targets only).
+    pub pods: Vec<PodView>,
     /// Other autoscalers acting on it, and the `SoleAutoscaler` condition that says so.
     pub conflicts: TargetConflicts,
     pub sole: Want,
@@ -137,20 +140,28 @@ fn find<'a>(
     let spec = &ipa.spec.metadata;
     let policy = policy_of(group, spec.interval(), spec.sync_period());
     let view = reading.views.get(ns);
-    let info = target::target_info(
-        group,
-        &deployment,
-        view,
-        policy.containers.clone(),
-        events_since,
-    );
+    let managed = policy.containers.clone();
+    let mut info = target::target_info(group, &deployment, view, managed, events_since);
+    let update_mode = spec.update_mode_of(group);
+    let pods: Vec<PodView> = match view {
+        Some(v) if update_mode.in_place() => info
+            .pods
+            .iter()
+            .filter_map(|p| v.pod_views.get(p))
+            .cloned()
+            .collect(),
+        _ => Vec::new(),
+    };
+    // In place, the template no longer says what runs: the pods do.
+    target::running_sizes(&mut info.containers, &pods);
     Ok(Found {
         index,
         info,
         deployment,
         policy,
         mode: spec.mode_of(group),
-        update_mode: spec.update_mode_of(group),
+        update_mode,
+        pods,
         conflicts: TargetConflicts::default(),
         sole: Want::new(conflicts::CONDITION, true, conflicts::REASON_CLEAR, ""),
     })

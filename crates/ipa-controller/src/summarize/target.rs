@@ -6,6 +6,7 @@ use ipa_core::{Bytes, ContainerSnapshot, CpuMillis, EventSummary, Resources, Tar
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::crd::IpaGroup;
+use crate::in_place::{PodView, Sizes};
 use crate::read::cluster::NamespaceView;
 use crate::read::slim::{DeploymentView, EventView};
 use crate::reconcile::MANAGER;
@@ -37,6 +38,32 @@ pub fn containers_of(d: &DeploymentView) -> Vec<ContainerSnapshot> {
             }
         })
         .collect()
+}
+
+/// Each container's requests and limits as most of the running pods have them (ties: the larger request), where
+/// pods were read; the template's where not. In place, pods and template part ways, and the replica rule must
+/// divide usage by what the pods really request.
+pub fn running_sizes(containers: &mut [ContainerSnapshot], pods: &[PodView]) {
+    for c in containers.iter_mut() {
+        let mut counts: Vec<(Sizes, usize)> = Vec::new();
+        let sizes = pods
+            .iter()
+            .filter(|p| !p.terminating)
+            .flat_map(|p| &p.containers);
+        for size in sizes.filter(|pc| pc.name == c.name).map(|pc| pc.spec) {
+            match counts.iter_mut().find(|(s, _)| *s == size) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((size, 1)),
+            }
+        }
+        let most = counts
+            .into_iter()
+            .max_by_key(|(s, n)| (*n, s.requests.cpu, s.requests.memory));
+        if let Some((size, _)) = most {
+            c.requests = size.requests;
+            c.limits = size.limits;
+        }
+    }
 }
 
 /// The names of the Deployment's ReplicaSets and pods, from the owner references read this cycle.
@@ -187,5 +214,57 @@ mod tests {
         assert_eq!(out[0].count, 3);
         assert_eq!(out[0].last_seen, 120);
         assert_eq!(out[0].message, "container in <pod> killed");
+    }
+}
+
+#[cfg(test)]
+mod running_sizes_tests {
+    use super::*;
+    use crate::in_place::PodContainer;
+
+    fn pod(name: &str, cpu: u64, terminating: bool) -> PodView {
+        let spec = Sizes {
+            requests: Resources {
+                cpu: Some(CpuMillis(cpu)),
+                memory: None,
+            },
+            limits: Resources::default(),
+        };
+        PodView {
+            name: name.into(),
+            terminating,
+            containers: vec![PodContainer {
+                name: "app".into(),
+                spec,
+                actual: None,
+            }],
+            ..PodView::default()
+        }
+    }
+
+    #[test]
+    fn the_size_most_pods_run_wins_over_the_template() {
+        let template = ContainerSnapshot {
+            name: "app".into(),
+            requests: Resources {
+                cpu: Some(CpuMillis(100)),
+                memory: None,
+            },
+            limits: Resources::default(),
+            cpu_cores: None,
+            memory_bytes: None,
+        };
+        let mut containers = vec![template.clone()];
+        let pods = [
+            pod("a", 300, false),
+            pod("b", 300, false),
+            pod("c", 100, false),
+            pod("d", 900, true),
+        ];
+        running_sizes(&mut containers, &pods);
+        assert_eq!(containers[0].requests.cpu, Some(CpuMillis(300)));
+        let mut untouched = vec![template.clone()];
+        running_sizes(&mut untouched, &[]);
+        assert_eq!(untouched, vec![template]);
     }
 }

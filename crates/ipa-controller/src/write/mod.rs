@@ -6,8 +6,10 @@ pub mod events;
 pub mod patches;
 pub mod status;
 
+use ipa_core::ContainerRecommendation;
 use ipa_core::GuardState;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{GetParams, Patch, PatchParams};
 use kube::core::Request;
 use kube::{Api, Resource};
@@ -18,6 +20,7 @@ use crate::conditions::{self, Want};
 use crate::crd::{Mode, UpdateMode};
 use crate::decide::Plan;
 use crate::error::is_conflict;
+use crate::in_place;
 use crate::read::slim::DeploymentView;
 use crate::reconcile::{Context, MANAGER};
 use crate::summarize::Found;
@@ -57,32 +60,14 @@ fn write_params() -> PatchParams {
     }
 }
 
-/// Applies one target's plan: replicas first (the fast need), then resources.
+/// Applies one target's plan: replicas first (the fast need), then resources — to the template, or in place
+/// to the running pods.
 pub async fn apply(ctx: &Context, found: &Found, plan: &Plan, now: i64) -> Written {
+    let pods = pods_plan(found, plan);
+    let drift = pods.as_ref().is_some_and(|p| !p.resizes.is_empty());
     let (scale, resize) = (plan.scales(), !plan.resize.is_empty());
-    if !scale && !resize && !plan.held_back.is_empty() {
-        let why = format!(
-            "another autoscaler owns the {}; IPA leaves them alone (see {})",
-            plan.held_back.words(),
-            crate::conflicts::CONDITION
-        );
-        let reason = crate::conflicts::REASON_CONFLICT;
-        return Written::nothing(Want::new(conditions::APPLIED, false, reason, why));
-    }
-    if resize && found.update_mode != UpdateMode::Template && !scale {
-        return Written::nothing(resize_not_applied(found.update_mode));
-    }
-    if !scale && !resize {
-        return Written::nothing(Want::new(
-            conditions::APPLIED,
-            true,
-            "NoChange",
-            "nothing to change",
-        ));
-    }
-    if found.mode == Mode::Recommend {
-        let why = "mode is Recommend; the Deployment is left as it is";
-        return Written::nothing(Want::new(conditions::APPLIED, false, "RecommendMode", why));
+    if let Some(why) = nothing_to_write(found, plan, scale, resize || drift) {
+        return Written::nothing(why);
     }
     let target = &found.info.target;
     let object = found.deployment.object_ref(&target.namespace);
@@ -106,33 +91,177 @@ pub async fn apply(ctx: &Context, found: &Found, plan: &Plan, now: i64) -> Writt
             Err(e) => return failed(ctx, written, &e, "scale"),
         }
     }
-    if resize && found.update_mode != UpdateMode::Template {
-        written.applied = resize_not_applied(found.update_mode);
+    if !resize && !drift {
+        written.applied = Want::new(conditions::APPLIED, true, "Applied", messages.join("; "));
         return written;
     }
-    if resize {
-        match write_resources(ctx, found, plan, rv).await {
+    let resized = match (found.update_mode, pods) {
+        (UpdateMode::Off, _) => Err(resize_not_applied(UpdateMode::Off)),
+        (mode, Some(pods)) if mode.in_place() => in_place_resize(ctx, found, pods).await,
+        (mode, None) if mode.in_place() => Err(pods_unread()),
+        _ => match write_resources(ctx, found, plan, rv).await {
             Ok(()) => {
-                ctx.metrics.change("resize");
-                written.resized_at = Some(now);
                 let names: Vec<&str> = plan.resize.iter().map(|c| c.name.as_str()).collect();
-                let what = format!("resources of {}", names.join(", "));
-                events::changed(
-                    ctx,
-                    &object,
-                    ("Resized", "Resize"),
-                    &what,
-                    &plan.recommended,
-                )
-                .await;
-                written.changes.push(format!("{target} {what}"));
-                messages.push(what);
+                Ok(format!("resources of {}", names.join(", ")))
             }
             Err(e) => return failed(ctx, written, &e, "resize"),
+        },
+    };
+    match resized {
+        Ok(what) => {
+            ctx.metrics.change("resize");
+            // A drifted pod brought back to size is not a new decision: the resize interval is not restarted.
+            written.resized_at = resize.then_some(now);
+            events::changed(
+                ctx,
+                &object,
+                ("Resized", "Resize"),
+                &what,
+                &plan.recommended,
+            )
+            .await;
+            written.changes.push(format!("{target} {what}"));
+            messages.push(what);
+            written.applied = Want::new(conditions::APPLIED, true, "Applied", messages.join("; "));
         }
+        Err(why) => written.applied = why,
     }
-    written.applied = Want::new(conditions::APPLIED, true, "Applied", messages.join("; "));
     written
+}
+
+/// Why nothing is written for this target, if nothing is.
+fn nothing_to_write(found: &Found, plan: &Plan, scale: bool, resize: bool) -> Option<Want> {
+    if !scale && !resize && !plan.held_back.is_empty() {
+        let why = format!(
+            "another autoscaler owns the {}; IPA leaves them alone (see {})",
+            plan.held_back.words(),
+            crate::conflicts::CONDITION
+        );
+        return Some(Want::new(
+            conditions::APPLIED,
+            false,
+            crate::conflicts::REASON_CONFLICT,
+            why,
+        ));
+    }
+    if !scale && !resize {
+        return Some(Want::new(
+            conditions::APPLIED,
+            true,
+            "NoChange",
+            "nothing to change",
+        ));
+    }
+    if found.mode == Mode::Recommend {
+        let why = "mode is Recommend; the Deployment is left as it is";
+        return Some(Want::new(conditions::APPLIED, false, "RecommendMode", why));
+    }
+    if !scale && found.update_mode == UpdateMode::Off {
+        return Some(resize_not_applied(UpdateMode::Off));
+    }
+    None
+}
+
+/// For an in-place target: which of its pods to resize to the decision's size — or, without a resize decided,
+/// back to the size most of them run (a pod created since, at the template's size, or one that drifted).
+/// `None` when the target is not in place, its pods were not read, or another autoscaler owns its resources.
+fn pods_plan(found: &Found, plan: &Plan) -> Option<in_place::ResizePlan> {
+    if !found.update_mode.in_place() || found.pods.is_empty() || found.conflicts.blocked().resources
+    {
+        return None;
+    }
+    let desired: Vec<ContainerRecommendation> = if plan.resize.is_empty() {
+        let managed = |name: &str| {
+            found
+                .info
+                .managed
+                .as_ref()
+                .is_none_or(|m| m.iter().any(|n| n == name))
+        };
+        found
+            .info
+            .containers
+            .iter()
+            .filter(|c| managed(&c.name))
+            .map(|c| ContainerRecommendation {
+                name: c.name.clone(),
+                requests: c.requests,
+                limits: c.limits,
+            })
+            .collect()
+    } else {
+        plan.decision.containers.clone()
+    };
+    Some(in_place::plan(&desired, &found.pods))
+}
+
+/// Resizes the target's pods through `pods/resize`: what changed, or why not all of it did.
+async fn in_place_resize(
+    ctx: &Context,
+    found: &Found,
+    pods: in_place::ResizePlan,
+) -> Result<String, Want> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &found.info.target.namespace);
+    (0..pods.resizes.len()).for_each(|_| ctx.metrics.kube_request("patch"));
+    let results = in_place::apply(&api, &pods.resizes).await;
+    let accepted = results
+        .iter()
+        .filter(|r| matches!(r.outcome, in_place::ResizeOutcome::Accepted))
+        .count();
+    let mut problems: Vec<String> = results
+        .iter()
+        .filter_map(|r| match &r.outcome {
+            in_place::ResizeOutcome::Accepted => None,
+            in_place::ResizeOutcome::Conflict(m)
+            | in_place::ResizeOutcome::Rejected(m)
+            | in_place::ResizeOutcome::NotFound(m) => Some(format!("{}: {m}", r.pod)),
+            in_place::ResizeOutcome::Failed(e) => Some(format!("{}: {e}", r.pod)),
+        })
+        .collect();
+    problems.extend(pods.outcomes.iter().filter_map(|o| match &o.state {
+        in_place::PodState::Infeasible { message, .. } => {
+            Some(format!("{} infeasible: {message}", o.pod))
+        }
+        in_place::PodState::QosChange { .. } => {
+            Some(format!("{}: the resize would change its QoS class", o.pod))
+        }
+        _ => None,
+    }));
+    let names: Vec<&str> = found
+        .info
+        .containers
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    let what = format!(
+        "resources of {} in place on {accepted} pod(s)",
+        names.join(", ")
+    );
+    if problems.is_empty() && accepted > 0 {
+        return Ok(what);
+    }
+    if problems.is_empty() {
+        // Every pod was already asked for this size; the nodes are applying it.
+        return Err(Want::new(
+            conditions::APPLIED,
+            true,
+            "ResizeInProgress",
+            "pods are being resized in place",
+        ));
+    }
+    warn!(target = %found.info.target, problems = ?problems, "in-place resize incomplete");
+    let why = format!("{what}; not resized: {}", problems.join("; "));
+    Err(Want::new(
+        conditions::APPLIED,
+        false,
+        "ResizeIncomplete",
+        why,
+    ))
+}
+
+fn pods_unread() -> Want {
+    let why = "the target's pods could not be read; the in-place resize waits for the next cycle";
+    Want::new(conditions::APPLIED, false, "ResizeDeferred", why)
 }
 
 /// The `Applied` condition of a resize the update mode keeps in status.
@@ -142,7 +271,7 @@ fn resize_not_applied(mode: UpdateMode) -> Want {
             "updateMode is Off: new requests/limits are in status, not applied".to_string()
         }
         other => format!(
-            "updateMode {} is not applied by this version yet: new requests/limits are in status only (use Template for a rolling update)",
+            "updateMode {}: new requests/limits are in status only",
             other.as_str()
         ),
     };
