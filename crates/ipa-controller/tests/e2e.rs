@@ -1874,7 +1874,7 @@ async fn another_autoscaler_keeps_its_side_until_it_goes() -> TestResult {
 #[ignore = "needs the test bed (make test)"]
 async fn in_place_mode_resizes_the_running_pod_and_leaves_the_template() -> TestResult {
     let bed = connect().await?;
-    let (ns, app) = ("ipa-e2e-in-place", "testapp");
+    let (ns, app) = ("ipa-e2e-in-place-mode", "testapp");
     bed.fresh_namespace(ns).await?;
     // As in the Template-mode test above: 4 req/s fits 200m; 30 req/s needs ~0.6 cores on the one pod.
     let resources =
