@@ -11,9 +11,10 @@ use tracing::warn;
 
 use crate::in_place::PodView;
 use crate::metrics::Metrics;
-use crate::read::slim::{self, DeploymentView, EventView, MetaOnly};
+use crate::read::slim::{self, DeploymentView, EventView, Meta, MetaOnly, Owner};
 use crate::reconcile::MANAGER;
 use crate::tenancy::{self, Access};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 /// What the API says about one namespace this cycle.
 #[derive(Debug, Default)]
@@ -132,19 +133,22 @@ pub async fn read_namespace(
     view.replica_sets = listed
         .ok()
         .map(|()| children_by_owner(rs_items, "Deployment"));
-    let mut pod_items = Vec::new();
-    let pods = Request::new(Pod::url_path(&(), Some(ns)));
-    let listed = paged!(kube, pods, true, |m: MetaOnly| {
-        if may_belong(&m.metadata.name, targets) {
-            pod_items.push(m);
-        }
-    });
+    let (listed, pod_items, pod_views) = if full_pods {
+        read_full_pods(kube, ns, targets).await
+    } else {
+        let mut pod_items = Vec::new();
+        let pods = Request::new(Pod::url_path(&(), Some(ns)));
+        let listed = paged!(kube, pods, true, |m: MetaOnly| {
+            if may_belong(&m.metadata.name, targets) {
+                pod_items.push(m);
+            }
+        });
+        (listed, pod_items, HashMap::new())
+    };
     view.pods = listed
         .ok()
         .map(|()| children_by_owner(pod_items, "ReplicaSet"));
-    if full_pods {
-        view.pod_views = read_pod_views(kube, ns, targets).await;
-    }
+    view.pod_views = pod_views;
     let events = Request::new(CoreEvent::url_path(&(), Some(ns)));
     let listed = paged!(kube, events, false, |event: EventView| {
         let object = event.involved_object.name.clone().unwrap_or_default();
@@ -161,25 +165,47 @@ pub async fn read_namespace(
     view
 }
 
-/// The targets' pods in full (spec, resize conditions), for in-place resizes; a failed list leaves none, and
-/// the targets' sizes then come from their templates.
-async fn read_pod_views(
+/// The targets' pods in full (spec, resize conditions), for in-place resizes — one list that also gives the
+/// owner references the metadata-only list would have. A failed list leaves no views: the targets' sizes then
+/// come from their templates.
+async fn read_full_pods(
     kube: Kube<'_>,
     ns: &str,
     targets: &BTreeSet<&str>,
-) -> HashMap<String, PodView> {
+) -> (
+    Result<(), kube::Error>,
+    Vec<MetaOnly>,
+    HashMap<String, PodView>,
+) {
     let pods = Request::new(Pod::url_path(&(), Some(ns)));
-    let mut views = HashMap::new();
+    let (mut items, mut views) = (Vec::new(), HashMap::new());
     let listed = paged!(kube, pods, false, |pod: Pod| {
-        if let Some(view) = PodView::from_pod(&pod).filter(|v| may_belong(&v.name, targets)) {
-            views.insert(view.name.clone(), view);
-        }
+        let Some(view) = PodView::from_pod(&pod).filter(|v| may_belong(&v.name, targets)) else {
+            return;
+        };
+        items.push(MetaOnly {
+            metadata: Meta {
+                name: view.name.clone(),
+                owner_references: owners(pod.metadata.owner_references.as_deref()),
+                ..Meta::default()
+            },
+        });
+        views.insert(view.name.clone(), view);
     });
-    if let Err(e) = listed {
+    if let Err(e) = &listed {
         warn!(namespace = ns, error = %e, "cannot list pods in full; in-place sizes unknown this cycle");
         views.clear();
     }
-    views
+    (listed, items, views)
+}
+
+fn owners(refs: Option<&[OwnerReference]>) -> Option<Vec<Owner>> {
+    let owner = |o: &OwnerReference| Owner {
+        kind: o.kind.clone(),
+        name: o.name.clone(),
+        controller: o.controller,
+    };
+    refs.map(|refs| refs.iter().map(owner).collect())
 }
 
 /// Reads whether each namespace other than the IPA's lets it in. One metadata read per foreign namespace per
