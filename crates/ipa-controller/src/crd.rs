@@ -183,6 +183,16 @@ fn default_token_key() -> String {
     "token".to_string()
 }
 
+impl IpaGroup {
+    /// The target's own demand query, when it has a non-blank one.
+    pub fn demand_query(&self) -> Option<&str> {
+        self.demand_query
+            .as_deref()
+            .map(str::trim)
+            .filter(|q| !q.is_empty())
+    }
+}
+
 impl IpaMetadata {
     /// The interval to requeue with, defaulted and bounded (the CRD refuses values out of bounds, but an object
     /// stored before it did may still hold one).

@@ -12,7 +12,7 @@ use std::collections::{BTreeSet, HashMap};
 use kube::ResourceExt;
 
 use crate::conflicts;
-use crate::crd::{IPA, SecretKeyRef};
+use crate::crd::{IPA, IpaGroup, SecretKeyRef};
 use crate::reconcile::Context;
 use crate::tenancy::Access;
 use cluster::{Kube, NamespaceView};
@@ -58,7 +58,7 @@ pub async fn read(ctx: &Context, ipa: &IPA, frame: Frame) -> Reading {
         access: cluster::namespace_access(kube, &ipa_namespace, &namespaces, allow_all).await,
         ..Reading::default()
     };
-    let allowed: Vec<&crate::crd::IpaGroup> = spec
+    let allowed: Vec<&IpaGroup> = spec
         .ipa_group
         .iter()
         .filter(|g| reading.allowed(&g.namespace))
@@ -66,38 +66,44 @@ pub async fn read(ctx: &Context, ipa: &IPA, frame: Frame) -> Reading {
     if allowed.is_empty() {
         return reading;
     }
+    let allowed_namespaces: BTreeSet<&str> = allowed.iter().map(|g| g.namespace.as_str()).collect();
     let events_since = frame.now - ctx.settings.events_window as i64;
-    let lists = futures::future::join_all(namespaces.iter().filter(|ns| reading.allowed(ns)).map(
-        |ns| {
-            let targets: BTreeSet<&str> = allowed
-                .iter()
-                .filter(|g| g.namespace == *ns)
-                .map(|g| g.deployment.as_str())
-                .collect();
-            let full_pods = allowed
-                .iter()
-                .any(|g| g.namespace == *ns && spec.update_mode_of(g).in_place());
-            async move {
-                let view =
-                    cluster::read_namespace(kube, ns, &targets, events_since, full_pods).await;
-                (ns.to_string(), view)
-            }
-        },
-    ));
+    let allowed = &allowed;
+    let lists = futures::future::join_all(allowed_namespaces.iter().map(|ns| async move {
+        let in_ns = || allowed.iter().filter(|g| g.namespace == *ns);
+        let targets: BTreeSet<&str> = in_ns().map(|g| g.deployment.as_str()).collect();
+        let full_pods = in_ns().any(|g| spec.update_mode_of(g).in_place());
+        let view = cluster::read_namespace(kube, ns, &targets, events_since, full_pods).await;
+        (ns.to_string(), view)
+    }));
+    let queries = queries(ctx, ipa, kube, allowed, frame);
+    let autoscalers = conflicts::read_conflict_sources(&ctx.client, &allowed_namespaces);
+    let (views, queried, autoscalers) = tokio::join!(lists, queries, autoscalers);
+    (0..autoscalers.requests).for_each(|_| ctx.metrics.kube_request("list"));
+    reading.views = views.into_iter().collect();
+    reading.queried = queried;
+    reading.autoscalers = autoscalers;
+    reading
+}
+
+/// The cycle's Prometheus queries for the allowed targets: one per metric for all of them, plus each
+/// `demandQuery`.
+async fn queries(
+    ctx: &Context,
+    ipa: &IPA,
+    kube: Kube<'_>,
+    allowed: &[&IpaGroup],
+    frame: Frame,
+) -> Queried {
     let demand = metrics::DemandQueries {
         queries: allowed
             .iter()
             .filter_map(|g| {
-                let query = g
-                    .demand_query
-                    .as_deref()
-                    .map(str::trim)
-                    .filter(|q| !q.is_empty())?;
                 let target = ipa_core::TargetRef {
                     namespace: g.namespace.clone(),
                     deployment: g.deployment.clone(),
                 };
-                Some((target, query.to_string()))
+                Some((target, g.demand_query()?.to_string()))
             })
             .collect(),
         allowed: ctx.settings.allow_demand_query,
@@ -108,7 +114,7 @@ pub async fn read(ctx: &Context, ipa: &IPA, frame: Frame) -> Reading {
         // A target with its own demandQuery does not need the ingress-nginx series.
         ingresses: allowed
             .iter()
-            .filter(|g| g.demand_query.is_none())
+            .filter(|g| g.demand_query().is_none())
             .filter_map(|g| g.ingress.clone().filter(|i| !i.is_empty()))
             .collect(),
     };
@@ -116,27 +122,17 @@ pub async fn read(ctx: &Context, ipa: &IPA, frame: Frame) -> Reading {
         rate: ctx.settings.rate_window,
         stats: ctx.settings.stats_window,
     };
-    let queries = async {
-        match prometheus(ctx, ipa, kube).await {
-            Ok(prom) => metrics::query_all(&prom, &selection, windows, frame, &demand).await,
-            Err(why) => {
-                warn!(error = %why, "prometheusAuth unusable; Prometheus not queried");
-                let errors = vec!["prometheusAuth".to_string()];
-                Queried {
-                    errors,
-                    ..Queried::default()
-                }
+    match prometheus(ctx, ipa, kube).await {
+        Ok(prom) => metrics::query_all(&prom, &selection, windows, frame, &demand).await,
+        Err(why) => {
+            warn!(error = %why, "prometheusAuth unusable; Prometheus not queried");
+            let errors = vec!["prometheusAuth".to_string()];
+            Queried {
+                errors,
+                ..Queried::default()
             }
         }
-    };
-    let allowed_namespaces: BTreeSet<&str> = allowed.iter().map(|g| g.namespace.as_str()).collect();
-    let autoscalers = conflicts::read_conflict_sources(&ctx.client, &allowed_namespaces);
-    let (views, queried, autoscalers) = tokio::join!(lists, queries, autoscalers);
-    (0..autoscalers.requests).for_each(|_| ctx.metrics.kube_request("list"));
-    reading.views = views.into_iter().collect();
-    reading.queried = queried;
-    reading.autoscalers = autoscalers;
-    reading
+    }
 }
 
 /// The IPA's Prometheus client: the shared one, or with the credentials, headers and CA of `prometheusAuth`.

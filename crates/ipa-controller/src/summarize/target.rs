@@ -121,10 +121,7 @@ pub fn target_info(
             deployment: group.deployment.clone(),
         },
         ingress: group.ingress.clone().filter(|i| !i.is_empty()),
-        custom_demand: group
-            .demand_query
-            .as_deref()
-            .is_some_and(|q| !q.trim().is_empty()),
+        custom_demand: group.demand_query().is_some(),
         replicas: deployment.spec.replicas.unwrap_or(1).max(0) as u32,
         ready_replicas: status.map(|s| s.ready_replicas.unwrap_or(0).max(0) as u32),
         containers: containers_of(deployment),
