@@ -532,138 +532,14 @@ pub fn find_conflicts(
         .iter()
         .map(|s| (s.metadata.namespace.as_str(), s.metadata.name.as_str()))
         .collect();
-    let my_age = age_key(me.created, me.namespace, me.name);
     targets
         .iter()
         .map(|t| {
             let mut found = TargetConflicts::default();
-            for hpa in sources
-                .hpas
-                .iter()
-                .filter(|h| h.metadata.namespace == t.namespace)
-            {
-                let Some(r) = &hpa.spec.scale_target_ref else {
-                    continue;
-                };
-                if !names_deployment(r.api_version.as_deref(), &r.kind, &r.name, t.deployment) {
-                    continue;
-                }
-                if let Some(owner) = hpa.metadata.controlled_by("ScaledObject")
-                    && scaled_objects.contains(&(t.namespace, owner))
-                {
-                    continue;
-                }
-                record(
-                    &mut found,
-                    t,
-                    Sides::REPLICAS,
-                    conflict(Kind::HorizontalPodAutoscaler, &hpa.metadata, None),
-                );
-            }
-            for so in sources
-                .scaled_objects
-                .iter()
-                .filter(|s| s.metadata.namespace == t.namespace)
-            {
-                let Some(r) = &so.spec.scale_target_ref else {
-                    continue;
-                };
-                // KEDA's defaults: `apps/v1`, `Deployment`.
-                let kind = r
-                    .kind
-                    .as_deref()
-                    .filter(|k| !k.is_empty())
-                    .unwrap_or("Deployment");
-                if names_deployment(r.api_version.as_deref(), kind, &r.name, t.deployment) {
-                    record(
-                        &mut found,
-                        t,
-                        Sides::REPLICAS,
-                        conflict(Kind::ScaledObject, &so.metadata, None),
-                    );
-                }
-            }
-            for vpa in sources
-                .vpas
-                .iter()
-                .filter(|v| v.metadata.namespace == t.namespace)
-            {
-                let Some(r) = &vpa.spec.target_ref else {
-                    continue;
-                };
-                let kind = r.kind.as_deref().unwrap_or_default();
-                if names_deployment(r.api_version.as_deref(), kind, &r.name, t.deployment)
-                    && vpa_acts_on(vpa, t.containers)
-                {
-                    let detail = format!("updateMode {}", vpa_mode(vpa));
-                    record(
-                        &mut found,
-                        t,
-                        Sides::RESOURCES,
-                        conflict(Kind::VerticalPodAutoscaler, &vpa.metadata, Some(detail)),
-                    );
-                }
-            }
-            for other in &sources.ipas {
-                let m = &other.metadata;
-                if (m.namespace.as_str(), m.name.as_str()) == (me.namespace, me.name) {
-                    continue;
-                }
-                let allow_from = sources
-                    .allow_from
-                    .get(t.namespace)
-                    .and_then(|a| a.as_deref());
-                if !tenancy::access(&m.namespace, t.namespace, allow_from, allow_cross_namespace)
-                    .allowed()
-                {
-                    continue;
-                }
-                let spec = &other.spec.metadata;
-                // An IPA that lists the target twice acts on the union of both entries.
-                let owned = spec
-                    .ipa_group
-                    .iter()
-                    .filter(|g| g.namespace == t.namespace && g.deployment == t.deployment)
-                    .filter(|g| {
-                        g.mode.as_deref().or(spec.mode.as_deref()) != Some(Mode::Recommend.as_str())
-                    })
-                    .fold(Sides::NONE, |acc, g| acc.or(switches(g.vertical)));
-                if owned.is_empty() {
-                    continue;
-                }
-                let theirs = age_key(
-                    m.creation_timestamp.as_ref().map(|t| t.0),
-                    &m.namespace,
-                    &m.name,
-                );
-                // The older IPA keeps working and the newer one yields; both sides compute the same answer from
-                // the same objects. An IPA that only recommends yields to every IPA that applies.
-                let why = if theirs < my_age {
-                    Some("it is older")
-                } else if !t.applies {
-                    Some("this IPA only recommends")
-                } else {
-                    None
-                };
-                match why {
-                    Some(why) => record(
-                        &mut found,
-                        t,
-                        owned,
-                        conflict(Kind::Ipa, m, Some(why.to_string())),
-                    ),
-                    None => {
-                        // It yields the shared sides to this IPA; what it manages beyond them is a neighbour.
-                        let beside = owned.without(t.sides);
-                        if !beside.is_empty() {
-                            found.neighbours.push(Conflict {
-                                sides: beside,
-                                ..conflict(Kind::Ipa, m, None)
-                            });
-                        }
-                    }
-                }
-            }
+            hpas(&mut found, t, sources, &scaled_objects);
+            scaled_objects_on(&mut found, t, sources);
+            vpas(&mut found, t, sources);
+            other_ipas(&mut found, t, me, sources, allow_cross_namespace);
             found.unchecked = sources
                 .errors
                 .iter()
@@ -674,6 +550,158 @@ pub fn find_conflicts(
             found
         })
         .collect()
+}
+
+/// HPAs on the target, except those KEDA owns for a ScaledObject that was listed.
+fn hpas(
+    found: &mut TargetConflicts,
+    t: &Target<'_>,
+    sources: &Sources,
+    scaled_objects: &BTreeSet<(&str, &str)>,
+) {
+    for hpa in sources
+        .hpas
+        .iter()
+        .filter(|h| h.metadata.namespace == t.namespace)
+    {
+        let Some(r) = &hpa.spec.scale_target_ref else {
+            continue;
+        };
+        if !names_deployment(r.api_version.as_deref(), &r.kind, &r.name, t.deployment) {
+            continue;
+        }
+        if let Some(owner) = hpa.metadata.controlled_by("ScaledObject")
+            && scaled_objects.contains(&(t.namespace, owner))
+        {
+            continue;
+        }
+        record(
+            found,
+            t,
+            Sides::REPLICAS,
+            conflict(Kind::HorizontalPodAutoscaler, &hpa.metadata, None),
+        );
+    }
+}
+
+fn scaled_objects_on(found: &mut TargetConflicts, t: &Target<'_>, sources: &Sources) {
+    for so in sources
+        .scaled_objects
+        .iter()
+        .filter(|s| s.metadata.namespace == t.namespace)
+    {
+        let Some(r) = &so.spec.scale_target_ref else {
+            continue;
+        };
+        // KEDA's defaults: `apps/v1`, `Deployment`.
+        let kind = r
+            .kind
+            .as_deref()
+            .filter(|k| !k.is_empty())
+            .unwrap_or("Deployment");
+        if names_deployment(r.api_version.as_deref(), kind, &r.name, t.deployment) {
+            record(
+                found,
+                t,
+                Sides::REPLICAS,
+                conflict(Kind::ScaledObject, &so.metadata, None),
+            );
+        }
+    }
+}
+
+fn vpas(found: &mut TargetConflicts, t: &Target<'_>, sources: &Sources) {
+    for vpa in sources
+        .vpas
+        .iter()
+        .filter(|v| v.metadata.namespace == t.namespace)
+    {
+        let Some(r) = &vpa.spec.target_ref else {
+            continue;
+        };
+        let kind = r.kind.as_deref().unwrap_or_default();
+        if names_deployment(r.api_version.as_deref(), kind, &r.name, t.deployment)
+            && vpa_acts_on(vpa, t.containers)
+        {
+            let detail = format!("updateMode {}", vpa_mode(vpa));
+            record(
+                found,
+                t,
+                Sides::RESOURCES,
+                conflict(Kind::VerticalPodAutoscaler, &vpa.metadata, Some(detail)),
+            );
+        }
+    }
+}
+
+/// Other IPAs listing the target, where the tenancy rule lets them act: the older one (or one that applies, when
+/// this one only recommends) keeps the shared sides.
+fn other_ipas(
+    found: &mut TargetConflicts,
+    t: &Target<'_>,
+    me: &Me<'_>,
+    sources: &Sources,
+    allow_cross: bool,
+) {
+    let my_age = age_key(me.created, me.namespace, me.name);
+    for other in &sources.ipas {
+        let m = &other.metadata;
+        if (m.namespace.as_str(), m.name.as_str()) == (me.namespace, me.name) {
+            continue;
+        }
+        let allow_from = sources
+            .allow_from
+            .get(t.namespace)
+            .and_then(|a| a.as_deref());
+        if !tenancy::access(&m.namespace, t.namespace, allow_from, allow_cross).allowed() {
+            continue;
+        }
+        let spec = &other.spec.metadata;
+        // An IPA that lists the target twice acts on the union of both entries.
+        let owned = spec
+            .ipa_group
+            .iter()
+            .filter(|g| g.namespace == t.namespace && g.deployment == t.deployment)
+            .filter(|g| {
+                g.mode.as_deref().or(spec.mode.as_deref()) != Some(Mode::Recommend.as_str())
+            })
+            .fold(Sides::NONE, |acc, g| acc.or(switches(g.vertical)));
+        if owned.is_empty() {
+            continue;
+        }
+        let theirs = age_key(
+            m.creation_timestamp.as_ref().map(|t| t.0),
+            &m.namespace,
+            &m.name,
+        );
+        // The older IPA keeps working and the newer one yields; both sides compute the same answer from
+        // the same objects. An IPA that only recommends yields to every IPA that applies.
+        let why = if theirs < my_age {
+            Some("it is older")
+        } else if !t.applies {
+            Some("this IPA only recommends")
+        } else {
+            None
+        };
+        match why {
+            Some(why) => record(
+                found,
+                t,
+                owned,
+                conflict(Kind::Ipa, m, Some(why.to_string())),
+            ),
+            None => {
+                // It yields the shared sides to this IPA; what it manages beyond them is a neighbour.
+                let beside = owned.without(t.sides);
+                if !beside.is_empty() {
+                    found.neighbours.push(Conflict {
+                        sides: beside,
+                        ..conflict(Kind::Ipa, m, None)
+                    });
+                }
+            }
+        }
+    }
 }
 
 fn conflict(kind: Kind, meta: &ObjectMeta, detail: Option<String>) -> Conflict {
