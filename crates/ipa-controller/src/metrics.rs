@@ -164,8 +164,15 @@ impl Metrics {
     }
 
     pub fn kube_request(&self, verb: &'static str) {
-        self.kube_request_total.fetch_add(1, Ordering::Relaxed);
-        self.kube_requests.get_or_create(&[("verb", verb)]).inc();
+        self.kube_requests_n(verb, 1);
+    }
+
+    /// `n` API requests of one verb, made elsewhere and counted at once.
+    pub fn kube_requests_n(&self, verb: &'static str, n: u64) {
+        self.kube_request_total.fetch_add(n, Ordering::Relaxed);
+        self.kube_requests
+            .get_or_create(&[("verb", verb)])
+            .inc_by(n);
     }
 
     /// OpenMetrics text exposition.

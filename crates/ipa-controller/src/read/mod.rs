@@ -79,7 +79,8 @@ pub async fn read(ctx: &Context, ipa: &IPA, frame: Frame) -> Reading {
     let queries = queries(ctx, ipa, kube, allowed, frame);
     let autoscalers = conflicts::read_conflict_sources(&ctx.client, &allowed_namespaces);
     let (views, queried, autoscalers) = tokio::join!(lists, queries, autoscalers);
-    (0..autoscalers.requests).for_each(|_| ctx.metrics.kube_request("list"));
+    ctx.metrics
+        .kube_requests_n("list", u64::from(autoscalers.requests));
     reading.views = views.into_iter().collect();
     reading.queried = queried;
     reading.autoscalers = autoscalers;

@@ -202,7 +202,8 @@ async fn in_place_resize(
     pods: in_place::ResizePlan,
 ) -> Result<String, Want> {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &found.info.target.namespace);
-    (0..pods.resizes.len()).for_each(|_| ctx.metrics.kube_request("patch"));
+    ctx.metrics
+        .kube_requests_n("patch", pods.resizes.len() as u64);
     let results = in_place::apply(&api, &pods.resizes).await;
     let accepted = results
         .iter()
