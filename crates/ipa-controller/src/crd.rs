@@ -322,6 +322,15 @@ pub struct ResourceValues {
     pub memory: Option<Bytes>,
 }
 
+impl From<ResourceValues> for ipa_core::Resources {
+    fn from(r: ResourceValues) -> Self {
+        Self {
+            cpu: r.cpu,
+            memory: r.memory,
+        }
+    }
+}
+
 impl From<ipa_core::Resources> for ResourceValues {
     fn from(r: ipa_core::Resources) -> Self {
         Self {
@@ -347,6 +356,9 @@ pub struct GuardStateStatus {
     /// The advisor's replica floor for the current interval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub floor: Option<ipa_core::Floor>,
+    /// While the serving pods are grown in place ahead of new replicas: the size they return to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<Vec<ContainerResources>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
@@ -377,6 +389,15 @@ impl From<&GuardStateStatus> for GuardState {
                 .collect(),
             last_resize_at: s.last_resize_at,
             floor: s.floor,
+            bridge: s.bridge.as_ref().map(|b| {
+                b.iter()
+                    .map(|c| ipa_core::ContainerRecommendation {
+                        name: c.name.clone(),
+                        requests: c.requests.into(),
+                        limits: c.limits.into(),
+                    })
+                    .collect()
+            }),
         }
     }
 }
@@ -397,6 +418,15 @@ impl From<&GuardState> for GuardStateStatus {
                 .collect(),
             last_resize_at: s.last_resize_at,
             floor: s.floor,
+            bridge: s.bridge.as_ref().map(|b| {
+                b.iter()
+                    .map(|c| ContainerResources {
+                        name: c.name.clone(),
+                        requests: c.requests.into(),
+                        limits: c.limits.into(),
+                    })
+                    .collect()
+            }),
         }
     }
 }
@@ -679,6 +709,14 @@ spec:
                 until: 60,
                 for_shrink: false,
             }),
+            bridge: Some(vec![ipa_core::ContainerRecommendation {
+                name: "app".into(),
+                requests: ipa_core::Resources {
+                    cpu: Some(ipa_core::CpuMillis(250)),
+                    memory: None,
+                },
+                limits: ipa_core::Resources::default(),
+            }]),
         };
         let status = GuardStateStatus::from(&state);
         assert_eq!(GuardState::from(&status), state);

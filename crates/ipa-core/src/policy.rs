@@ -108,6 +108,10 @@ pub struct ResolvedPolicy {
     pub cpu_percentile: f64,
     /// Limit = request × this (for CPU and memory).
     pub limit_ratio: f64,
+    /// The cluster resizes the target's pods in place (update modes `InPlace`, `InPlaceOrRecreate`): the
+    /// fast loop may grow the serving pods while new replicas start ([`crate::bridge`]). Set by the caller
+    /// from the update mode, never from a policy field.
+    pub in_place: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -178,6 +182,7 @@ impl Policy {
             request_margin: 0.15,
             cpu_percentile: 0.9,
             limit_ratio: 1.5,
+            in_place: false,
         }
     }
 }

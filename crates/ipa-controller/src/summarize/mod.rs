@@ -138,11 +138,15 @@ fn find<'a>(
         return Err(("NotFound", format!("deployment {ns}/{name} does not exist")));
     };
     let spec = &ipa.spec.metadata;
-    let policy = policy_of(group, spec.interval(), spec.sync_period());
+    let update_mode = spec.update_mode_of(group);
+    let policy = ResolvedPolicy {
+        // Pods resized in place may carry a load step while new replicas start (`ipa_core::bridge`).
+        in_place: update_mode.in_place(),
+        ..policy_of(group, spec.interval(), spec.sync_period())
+    };
     let view = reading.views.get(ns);
     let managed = policy.containers.clone();
     let mut info = target::target_info(group, &deployment, view, managed, events_since);
-    let update_mode = spec.update_mode_of(group);
     let pods: Vec<PodView> = match view {
         Some(v) if update_mode.in_place() => info
             .pods

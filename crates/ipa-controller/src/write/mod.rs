@@ -170,6 +170,22 @@ fn pods_plan(found: &Found, plan: &Plan) -> Option<in_place::ResizePlan> {
     {
         return None;
     }
+    if !plan.decision.running.is_empty() {
+        // The bridge (`ipa_core::bridge`): the ready pods carry the load while new ones start, which keep
+        // their size. At its end every pod returns to the base size.
+        let ending = plan.decision.state.bridge.is_none();
+        let pods: Vec<in_place::PodView> = found
+            .pods
+            .iter()
+            .filter(|p| ending || p.ready)
+            .cloned()
+            .collect();
+        return Some(in_place::plan(&plan.decision.running, &pods));
+    }
+    if plan.resize.is_empty() && plan.decision.state.bridge.is_some() {
+        // Mid-bridge the pods run at two sizes on purpose: no drift to bring back.
+        return None;
+    }
     let desired: Vec<ContainerRecommendation> = if plan.resize.is_empty() {
         let managed = |name: &str| {
             found
