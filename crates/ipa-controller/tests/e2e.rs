@@ -1963,3 +1963,75 @@ async fn in_place_mode_resizes_the_running_pod_and_leaves_the_template() -> Test
     controller.assert_running()?;
     Ok(())
 }
+
+/// The CPU request of a pod's first container, as its spec says.
+fn pod_cpu_request(pod: &k8s_openapi::api::core::v1::Pod) -> Option<String> {
+    let spec = pod.spec.as_ref()?.containers.first()?;
+    let requests = spec.resources.as_ref()?.requests.as_ref()?;
+    requests.get("cpu").map(|q| q.0.clone())
+}
+
+#[tokio::test]
+#[ignore = "needs the test bed (make test)"]
+async fn in_place_the_serving_pod_carries_a_step_until_the_new_replicas_serve() -> TestResult {
+    let bed = connect().await?;
+    let (ns, app) = ("ipa-e2e-bridge", "testapp");
+    bed.fresh_namespace(ns).await?;
+    // 30 req/s wants ~0.6 cores: about 4.3 pods of 200m at 70 %, within maxReplicas (no growth of the base).
+    let resources =
+        json!({"requests": {"cpu": "200m", "memory": "80Mi"}, "limits": {"memory": "160Mi"}});
+    bed.create_app(ns, app, Some(resources), None).await?;
+    bed.load(ns, app, 4.0, None).await?;
+    bed.wait_for_cpu(ns, app, 0.06).await?;
+    let template = bed.deployment(ns, app).await?;
+    let controller = bed.controller(ns);
+    let groups = format!(
+        "      - deployment: {app}\n        namespace: {ns}\n        minReplicas: 1\n        maxReplicas: 8\n        \
+         updateMode: InPlace\n"
+    );
+    bed.apply_ipa(ns, &policy_manifest(&bed.prometheus, "\"\"", &groups))
+        .await?;
+    bed.load(ns, app, 30.0, None).await?;
+    let grown = bed
+        .wait_for_some(
+            "the serving pod grown in place while new replicas start",
+            Duration::from_secs(120),
+            || async {
+                let pods = pods_of(&bed, ns, app).await?;
+                Ok(pods
+                    .iter()
+                    .find_map(|p| pod_cpu_request(p).filter(|c| c != "200m")))
+            },
+        )
+        .await?;
+    println!("bridged: cpu {grown}");
+    let replicas = bed
+        .wait_for_some(
+            "every pod back at 200m, with the replicas the load needs",
+            Duration::from_secs(120),
+            || async {
+                let pods = pods_of(&bed, ns, app).await?;
+                let d = bed.deployment(ns, app).await?;
+                let replicas = d.spec.replicas.unwrap_or(0);
+                let back = pods
+                    .iter()
+                    .all(|p| pod_cpu_request(p).as_deref() == Some("200m"));
+                Ok((replicas >= 3 && pods.len() == replicas as usize && back).then_some(replicas))
+            },
+        )
+        .await?;
+    println!("replicas {replicas}, every pod at 200m");
+    let after = bed.deployment(ns, app).await?;
+    assert_eq!(
+        after.spec.template, template.spec.template,
+        "the bridge never touches the template"
+    );
+    let status = bed.status(ns, "ipa").await?.ok_or("no status")?;
+    assert!(
+        status.groups[0].guard_state.bridge.is_none(),
+        "the bridge ended: {:?}",
+        status.groups[0].guard_state
+    );
+    controller.assert_running()?;
+    Ok(())
+}
