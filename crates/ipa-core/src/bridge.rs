@@ -152,10 +152,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn in_place() -> ResolvedPolicy {
-        ResolvedPolicy {
-            in_place: true,
-            ..Policy::default().resolve()
-        }
+        Policy::default().resolve_for(true)
     }
 
     /// 3 ready pods of 250m at `cpu` cores each, `replicas` asked for.

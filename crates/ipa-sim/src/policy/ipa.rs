@@ -103,12 +103,8 @@ impl Ipa {
             max_cpu: Some(settings.cluster.max_pod_cpu),
             ..Policy::default()
         }
-        .resolve();
         // The controller's `InPlace` update mode, where the cluster has it.
-        let policy = ResolvedPolicy {
-            in_place: settings.cluster.in_place_resize,
-            ..policy
-        };
+        .resolve_for(settings.cluster.in_place_resize);
         Self::with_policy(settings, advisor, policy)
     }
 
