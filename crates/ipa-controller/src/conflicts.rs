@@ -17,7 +17,7 @@ use ipa_core::Policy;
 use k8s_openapi::api::autoscaling::v2::{CrossVersionObjectReference, HorizontalPodAutoscaler};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::core::Request;
 use kube::{Api, Client, Resource};
 use serde::Deserialize;
@@ -350,7 +350,7 @@ pub struct Sources {
     pub absent: BTreeSet<Kind>,
     pub errors: Vec<SourceError>,
     /// API requests made, for the caller's request metrics.
-    pub requests: u32,
+    pub requests: u64,
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -791,9 +791,6 @@ pub fn condition(target: &Target<'_>, found: &TargetConflicts) -> Want {
 // ---------------------------------------------------------------------------------------------------------------
 // The IO part.
 
-/// Objects per list page, as the rest of the cycle reads.
-const PAGE_SIZE: u32 = 250;
-
 fn vpa_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("autoscaling.k8s.io", "v1", "VerticalPodAutoscaler"),
@@ -845,33 +842,24 @@ macro_rules! has_meta {
 }
 has_meta!(HpaView, VpaView, ScaledObjectView, IpaView);
 
-/// Every page of the collection at `url`, as slim items.
+/// Every page of the collection at `url`, as slim items, each in `namespace` where the list left it out.
 async fn list_all<T: DeserializeOwned + HasMeta + Send>(
     client: &Client,
     url: String,
     namespace: Option<&str>,
-    requests: &mut u32,
+    requests: &mut u64,
 ) -> Result<Vec<T>, kube::Error> {
-    let request = Request::new(url);
-    let mut params = ListParams::default().limit(PAGE_SIZE);
     let mut items: Vec<T> = Vec::new();
-    loop {
-        *requests += 1;
-        let page = slim::list_page::<T>(client, &request, &params, false).await?;
-        let next = page.metadata.continue_token.filter(|c| !c.is_empty());
-        items.extend(page.items.into_iter().map(|mut item| {
-            if let Some(ns) = namespace
-                && item.meta_mut().namespace.is_empty()
-            {
-                item.meta_mut().namespace = ns.to_string();
-            }
-            item
-        }));
-        match next {
-            Some(token) => params = params.continue_token(&token),
-            None => return Ok(items),
+    let keep = |mut item: T| {
+        if let Some(ns) = namespace
+            && item.meta_mut().namespace.is_empty()
+        {
+            item.meta_mut().namespace = ns.to_string();
         }
-    }
+        items.push(item);
+    };
+    slim::list_every_page(client, &Request::new(url), false, requests, keep).await?;
+    Ok(items)
 }
 
 /// One kind, listed namespace by namespace.
@@ -879,7 +867,7 @@ struct Listing<T> {
     items: Vec<T>,
     absent: bool,
     errors: Vec<SourceError>,
-    requests: u32,
+    requests: u64,
 }
 
 async fn list_kind<T: DeserializeOwned + HasMeta + Send>(
@@ -957,8 +945,23 @@ pub async fn read_conflict_sources(client: &Client, namespaces: &BTreeSet<&str>)
             (listed, requests)
         },
     );
+    let mut sources = merge(hpas, vpas, scaled_objects);
+    sources.requests += ipas.1;
+    ipas_into(&mut sources, ipas.0);
+    let mut gets = 0;
+    sources.allow_from = read_allow_from(client, &sources, namespaces, &mut gets).await;
+    sources.requests += gets;
+    sources
+}
+
+/// The namespaced lists, as one [`Sources`] (IPAs and `allow-from` still to come).
+fn merge(
+    hpas: Listing<HpaView>,
+    vpas: Listing<VpaView>,
+    scaled_objects: Listing<ScaledObjectView>,
+) -> Sources {
     let mut sources = Sources {
-        requests: hpas.requests + vpas.requests + scaled_objects.requests + ipas.1,
+        requests: hpas.requests + vpas.requests + scaled_objects.requests,
         ..Sources::default()
     };
     for (kind, absent, errors) in [
@@ -978,10 +981,15 @@ pub async fn read_conflict_sources(client: &Client, namespaces: &BTreeSet<&str>)
     sources.hpas = hpas.items;
     sources.vpas = vpas.items;
     sources.scaled_objects = scaled_objects.items;
-    match ipas.0 {
+    sources
+}
+
+/// Every IPA in the cluster, or the failure to list them. The IPA CRD is this controller's own, so even a 404
+/// is a failure here.
+fn ipas_into(sources: &mut Sources, listed: Result<Vec<IpaView>, kube::Error>) {
+    match listed {
         Ok(items) => sources.ipas = items,
         Err(e) => {
-            // The IPA CRD is this controller's own, so even a 404 is a failure here.
             let failure = match classify(&e) {
                 Outcome::Failed(failure) => failure,
                 Outcome::Absent => ListFailure::Failed,
@@ -994,8 +1002,17 @@ pub async fn read_conflict_sources(client: &Client, namespaces: &BTreeSet<&str>)
             });
         }
     }
-    // Another namespace's IPA acts on a target only if the target's namespace lets it in; read that answer only
-    // where such an IPA exists (rare), as the tenancy check does for the IPA's own targets.
+}
+
+/// The `allow-from` annotation of the target namespaces another namespace's IPA names. Such an IPA acts on a
+/// target only if the target's namespace lets it in; the answer is read only where such an IPA exists (rare),
+/// as the tenancy check does for the IPA's own targets.
+async fn read_allow_from(
+    client: &Client,
+    sources: &Sources,
+    namespaces: &BTreeSet<&str>,
+    requests: &mut u64,
+) -> BTreeMap<String, Option<String>> {
     let claimed: BTreeSet<&str> = sources
         .ipas
         .iter()
@@ -1012,7 +1029,7 @@ pub async fn read_conflict_sources(client: &Client, namespaces: &BTreeSet<&str>)
     let api: Api<Namespace> = Api::all(client.clone());
     let mut allow_from = BTreeMap::new();
     for ns in claimed {
-        sources.requests += 1;
+        *requests += 1;
         let annotation = match api.get_metadata_opt(ns).await {
             Ok(meta) => meta.and_then(|m| {
                 m.metadata
@@ -1027,8 +1044,7 @@ pub async fn read_conflict_sources(client: &Client, namespaces: &BTreeSet<&str>)
         };
         allow_from.insert(ns.to_string(), annotation);
     }
-    sources.allow_from = allow_from;
-    sources
+    allow_from
 }
 
 #[cfg(test)]

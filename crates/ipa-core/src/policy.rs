@@ -242,7 +242,9 @@ mod tests {
             ..Policy::default()
         };
         assert_eq!(
-            set.resolve_for(true).scale_down.stabilization_window_seconds,
+            set.resolve_for(true)
+                .scale_down
+                .stabilization_window_seconds,
             120
         );
     }
