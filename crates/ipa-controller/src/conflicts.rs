@@ -11,7 +11,9 @@
 //! Running IPA for one side next to another autoscaler for the other side is an explicit choice in the target's
 //! policy (`vertical: false` leaves resources to a VPA); such neighbours are reported, not refused.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use ipa_core::Policy;
 use k8s_openapi::api::autoscaling::v2::{CrossVersionObjectReference, HorizontalPodAutoscaler};
@@ -862,6 +864,33 @@ async fn list_all<T: DeserializeOwned + HasMeta + Send>(
     Ok(items)
 }
 
+/// How long an autoscaler CRD found missing (a 404) is not asked for again: VPA and KEDA are rarely installed,
+/// and without this every cycle of every IPA would ask twice per namespace only to hear 404. One installed
+/// meanwhile counts from the next cycle after the pause.
+pub const ABSENT_RECHECK: Duration = Duration::from_secs(300);
+
+/// The autoscaler kinds the apiserver did not serve, and until when that answer stands. Shared by every cycle.
+#[derive(Debug, Default)]
+pub struct AbsentKinds {
+    until: Mutex<HashMap<Kind, Instant>>,
+}
+
+impl AbsentKinds {
+    fn known_absent(&self, kind: Kind) -> bool {
+        let until = self.until.lock().unwrap_or_else(PoisonError::into_inner);
+        until.get(&kind).is_some_and(|t| Instant::now() < *t)
+    }
+
+    fn record(&self, kind: Kind, absent: bool) {
+        let mut until = self.until.lock().unwrap_or_else(PoisonError::into_inner);
+        if absent {
+            until.insert(kind, Instant::now() + ABSENT_RECHECK);
+        } else {
+            until.remove(&kind);
+        }
+    }
+}
+
 /// One kind, listed namespace by namespace.
 struct Listing<T> {
     items: Vec<T>,
@@ -875,13 +904,17 @@ async fn list_kind<T: DeserializeOwned + HasMeta + Send>(
     kind: Kind,
     url_of: impl Fn(&str) -> String,
     namespaces: &BTreeSet<&str>,
+    absent: &AbsentKinds,
 ) -> Listing<T> {
     let mut out = Listing {
         items: Vec::new(),
-        absent: false,
+        absent: absent.known_absent(kind),
         errors: Vec::new(),
         requests: 0,
     };
+    if out.absent {
+        return out;
+    }
     for ns in namespaces {
         match list_all::<T>(client, url_of(ns), Some(ns), &mut out.requests).await {
             Ok(items) => out.items.extend(items),
@@ -908,6 +941,7 @@ async fn list_kind<T: DeserializeOwned + HasMeta + Send>(
             },
         }
     }
+    absent.record(kind, out.absent);
     out
 }
 
@@ -916,7 +950,11 @@ async fn list_kind<T: DeserializeOwned + HasMeta + Send>(
 /// annotation of the target namespaces that an IPA of another namespace names. VPA and KEDA count only where
 /// their CRDs are installed. A list that fails does not stop the cycle: the rest is returned with a
 /// [`SourceError`] per failed list.
-pub async fn read_conflict_sources(client: &Client, namespaces: &BTreeSet<&str>) -> Sources {
+pub async fn read_conflict_sources(
+    client: &Client,
+    namespaces: &BTreeSet<&str>,
+    absent: &AbsentKinds,
+) -> Sources {
     let vpa = vpa_resource();
     let keda = scaled_object_resource();
     let (hpas, vpas, scaled_objects, ipas) = futures::join!(
@@ -925,18 +963,21 @@ pub async fn read_conflict_sources(client: &Client, namespaces: &BTreeSet<&str>)
             Kind::HorizontalPodAutoscaler,
             |ns| HorizontalPodAutoscaler::url_path(&(), Some(ns)),
             namespaces,
+            absent,
         ),
         list_kind::<VpaView>(
             client,
             Kind::VerticalPodAutoscaler,
             |ns| DynamicObject::url_path(&vpa, Some(ns)),
             namespaces,
+            absent,
         ),
         list_kind::<ScaledObjectView>(
             client,
             Kind::ScaledObject,
             |ns| DynamicObject::url_path(&keda, Some(ns)),
             namespaces,
+            absent,
         ),
         async {
             let mut requests = 0;
@@ -1731,8 +1772,14 @@ mod tests {
         )
         .await?;
         let client = Client::try_from(config)?;
-        let sources = read_conflict_sources(&client, &BTreeSet::from(["default", "locked"])).await;
+        let namespaces = BTreeSet::from(["default", "locked"]);
+        let absent = AbsentKinds::default();
+        let sources = read_conflict_sources(&client, &namespaces, &absent).await;
+        // The next cycle does not ask again for what is not there: 5 requests, still reported absent.
+        let again = read_conflict_sources(&client, &namespaces, &absent).await;
         server.abort();
+        assert_eq!(again.requests, 5);
+        assert_eq!(again.absent, sources.absent);
 
         let hpas: Vec<&str> = sources
             .hpas

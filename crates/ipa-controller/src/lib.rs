@@ -356,6 +356,7 @@ fn context(
     );
     Ok(reconcile::Context {
         advisories: Arc::default(),
+        absent_kinds: Arc::default(),
         ca_clients: Arc::default(),
         client,
         recorder,

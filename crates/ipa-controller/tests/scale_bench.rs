@@ -173,6 +173,7 @@ async fn scale_benchmark() -> TestResult {
     let http = reqwest::Client::new();
     let ctx = Arc::new(Context {
         advisories: Arc::default(),
+        absent_kinds: Arc::default(),
         ca_clients: Arc::default(),
         client: client.clone(),
         recorder: Recorder::new(

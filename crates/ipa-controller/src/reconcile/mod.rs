@@ -65,6 +65,8 @@ pub struct Context {
     pub urls: UrlPolicy,
     /// The advisory loop's answers not yet used.
     pub advisories: Arc<Advisories>,
+    /// Autoscaler CRDs (VPA, KEDA) the apiserver does not serve, not asked for again for a while.
+    pub absent_kinds: Arc<crate::conflicts::AbsentKinds>,
     /// The token of the agent installed with the controller (`IPA_AGENT_TOKEN`), sent only to that agent.
     pub install_token: Option<String>,
     pub settings: Settings,

@@ -64,6 +64,7 @@ impl Scenario {
             instance: None,
         };
         let ctx = Context {
+            absent_kinds: Arc::default(),
             recorder: Recorder::new(client.clone(), reporter),
             client,
             agent: AgentClient::new(http.clone(), Duration::from_secs(30), metrics.clone()),
