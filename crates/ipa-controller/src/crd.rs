@@ -278,6 +278,11 @@ pub struct GroupStatus {
     /// Requests/limits after the guardrails; empty when resources stay as they are.
     #[serde(default)]
     pub desired_resources: Vec<ContainerResources>,
+    /// In-place targets: the requests/limits the running pods are brought to, which the admission webhook gives
+    /// new pods at creation. Empty for other update modes, in `Recommend` mode, and where another autoscaler owns
+    /// the resources.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pod_resources: Vec<ContainerResources>,
     /// `llm`, `builtin` or `fallback`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<Source>,

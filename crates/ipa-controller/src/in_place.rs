@@ -85,6 +85,10 @@ pub struct PodView {
     pub pending: Option<ResizeCondition>,
     /// `PodResizeInProgress`, when true.
     pub in_progress: Option<ResizeCondition>,
+    /// Unix seconds of its creation.
+    pub created: Option<i64>,
+    /// It carries the admission webhook's annotation: the webhook saw it at creation.
+    pub admitted: bool,
 }
 
 fn resources(map: Option<&std::collections::BTreeMap<String, Quantity>>) -> Resources {
@@ -95,7 +99,8 @@ fn resources(map: Option<&std::collections::BTreeMap<String, Quantity>>) -> Reso
     }
 }
 
-fn sizes(r: &k8s_openapi::api::core::v1::ResourceRequirements) -> Sizes {
+/// The CPU and memory requests/limits of a container's `resources`.
+pub fn pod_sizes(r: &k8s_openapi::api::core::v1::ResourceRequirements) -> Sizes {
     Sizes {
         requests: resources(r.requests.as_ref()),
         limits: resources(r.limits.as_ref()),
@@ -142,16 +147,26 @@ impl PodView {
                 .iter()
                 .map(|c| PodContainer {
                     name: c.name.clone(),
-                    spec: c.resources.as_ref().map(sizes).unwrap_or_default(),
+                    spec: c.resources.as_ref().map(pod_sizes).unwrap_or_default(),
                     actual: statuses
                         .iter()
                         .find(|s| s.name == c.name)
                         .and_then(|s| s.resources.as_ref())
-                        .map(sizes),
+                        .map(pod_sizes),
                 })
                 .collect(),
             pending: condition(RESIZE_PENDING).map(resize_condition),
             in_progress: condition(RESIZE_IN_PROGRESS).map(resize_condition),
+            created: pod
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.as_second()),
+            admitted: pod
+                .metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(crate::webhook::admission::ANNOTATION)),
         })
     }
 
@@ -493,6 +508,8 @@ mod tests {
             }],
             pending: None,
             in_progress: None,
+            created: None,
+            admitted: false,
         }
     }
 

@@ -38,6 +38,10 @@ pub struct Written {
     /// The `Applied` condition.
     pub applied: Want,
     pub failed: bool,
+    /// In-place targets: the size their pods are brought to, which new pods get at admission.
+    pub pod_size: Vec<ContainerRecommendation>,
+    /// In-place targets: the `WebhookAvailable` condition.
+    pub webhook: Option<Want>,
 }
 
 impl Written {
@@ -48,6 +52,8 @@ impl Written {
             changes: Vec::new(),
             applied,
             failed: false,
+            pod_size: Vec::new(),
+            webhook: None,
         }
     }
 }
@@ -63,6 +69,51 @@ fn write_params() -> PatchParams {
 /// Applies one target's plan: replicas first (the fast need), then resources — to the template, or in place
 /// to the running pods.
 pub async fn apply(ctx: &Context, found: &Found, plan: &Plan, now: i64) -> Written {
+    let pod_size = pod_size(found, plan);
+    let mut written = apply_plan(ctx, found, plan, now).await;
+    written.pod_size = pod_size.unwrap_or_default();
+    written
+}
+
+/// The size an in-place target's pods are brought to, and new pods get at admission: the decision's, or
+/// without a resize decided the size most of them run. `None` when the target is not resized in place by IPA.
+fn pod_size(found: &Found, plan: &Plan) -> Option<Vec<ContainerRecommendation>> {
+    if !found.update_mode.in_place()
+        || found.mode == Mode::Recommend
+        || found.pods.is_empty()
+        || found.conflicts.blocked().resources
+    {
+        return None;
+    }
+    if !plan.resize.is_empty() {
+        return Some(plan.decision.containers.clone());
+    }
+    Some(current_pod_size(found))
+}
+
+/// The managed containers at the size most of the target's pods run.
+fn current_pod_size(found: &Found) -> Vec<ContainerRecommendation> {
+    let managed = |name: &str| {
+        found
+            .info
+            .managed
+            .as_ref()
+            .is_none_or(|m| m.iter().any(|n| n == name))
+    };
+    found
+        .info
+        .containers
+        .iter()
+        .filter(|c| managed(&c.name))
+        .map(|c| ContainerRecommendation {
+            name: c.name.clone(),
+            requests: c.requests,
+            limits: c.limits,
+        })
+        .collect()
+}
+
+async fn apply_plan(ctx: &Context, found: &Found, plan: &Plan, now: i64) -> Written {
     let pods = pods_plan(found, plan);
     let drift = pods.as_ref().is_some_and(|p| !p.resizes.is_empty());
     let (scale, resize) = (plan.scales(), !plan.resize.is_empty());
@@ -170,25 +221,8 @@ fn pods_plan(found: &Found, plan: &Plan) -> Option<in_place::ResizePlan> {
     {
         return None;
     }
-    let desired: Vec<ContainerRecommendation> = if plan.resize.is_empty() {
-        let managed = |name: &str| {
-            found
-                .info
-                .managed
-                .as_ref()
-                .is_none_or(|m| m.iter().any(|n| n == name))
-        };
-        found
-            .info
-            .containers
-            .iter()
-            .filter(|c| managed(&c.name))
-            .map(|c| ContainerRecommendation {
-                name: c.name.clone(),
-                requests: c.requests,
-                limits: c.limits,
-            })
-            .collect()
+    let desired = if plan.resize.is_empty() {
+        current_pod_size(found)
     } else {
         plan.decision.containers.clone()
     };
