@@ -76,9 +76,12 @@ fn sized_container(
     Some((merged, format!("{}: {}", container.name, words.join(", "))))
 }
 
+/// One field of a container's size, as the API writes it.
+type Field = fn(&Sizes) -> Option<String>;
+
 /// `field from→to` for each field `merged` changes.
 fn changes(template: &Sizes, merged: &Sizes) -> Vec<String> {
-    let fields: [(&str, fn(&Sizes) -> Option<String>); 4] = [
+    let fields: [(&str, Field); 4] = [
         ("requests.cpu", |s| s.requests.cpu.map(|v| v.to_string())),
         ("requests.memory", |s| {
             s.requests.memory.map(|v| v.to_string())

@@ -103,7 +103,7 @@ mod tests {
     -> Result<(), serde_json::Error> {
         let c = config(&[Some("PEM"), None, Some("OLD")])?;
         let patch = ca_bundle_patch(&c, b"PEM")
-            .map(|p| serde_json::to_value(p))
+            .map(serde_json::to_value)
             .transpose()?;
         assert_eq!(
             patch,

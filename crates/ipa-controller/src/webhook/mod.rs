@@ -400,7 +400,12 @@ mod tests {
         );
         // Pods from before the webhook or the size: no witness.
         assert_eq!(
-            reason(availability(true, Some(200), Some(100), &[old.clone()])),
+            reason(availability(
+                true,
+                Some(200),
+                Some(100),
+                std::slice::from_ref(&old)
+            )),
             (true, "Waiting".into())
         );
         let seen = pod("seen", 300, true);
