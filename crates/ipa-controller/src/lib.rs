@@ -193,7 +193,7 @@ pub async fn run_until(
         ))?;
     // Every replica serves the webhook, the standbys too: the apiserver calls whichever the Service picks.
     let scope = (args.lease_namespace.as_str(), args.namespace.as_deref());
-    let webhook = webhook::start(client.clone(), &args.webhook, scope, shutdown_rx.clone()).await?;
+    let webhook = webhook::start(client.clone(), &args.webhook, scope, shutdown_rx.clone());
     ready.store(true, Ordering::Relaxed);
     let identity = args
         .identity

@@ -138,64 +138,58 @@ async fn mutate(
     Json(response.into_review())
 }
 
-/// Starts the webhook: certificates from (or into) the Secret, the IPA reflector, the HTTPS server, the
-/// `caBundle`, and a task that rotates the certificates before they expire. Runs until `stop`.
-pub async fn start(
+/// Starts the webhook in the background when `--webhook-listen` is given: certificates from (or into) the
+/// Secret, the IPA reflector, the HTTPS server, the `caBundle`, and a task that rotates the certificates before
+/// they expire. A setup that fails (RBAC, a port in use) is retried every 30 s and never stops the controller:
+/// pods are then created at their template's size and `WebhookAvailable` says the webhook is not configured.
+pub fn start(
     client: Client,
     args: &WebhookArgs,
     (namespace, watch_namespace): (&str, Option<&str>),
     stop: watch::Receiver<bool>,
-) -> Result<Option<Arc<WebhookState>>, Error> {
-    let Some(addr) = args.webhook_listen else {
-        return Ok(None);
-    };
+) -> Option<Arc<WebhookState>> {
+    let addr = args.webhook_listen?;
     let hosts = if args.webhook_hosts.is_empty() {
         vec![format!("ipa-controller-webhook.{namespace}.svc")]
     } else {
         args.webhook_hosts.clone()
     };
-    let validity = args.webhook_cert_validity.as_secs().max(3600) as i64;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret = (namespace, args.webhook_secret.as_str());
-    let certificates = tls::ensure(&secrets, secret, &hosts, validity, now_unix()).await?;
-    let rustls = axum_server::tls_rustls::RustlsConfig::from_pem(
-        certificates.cert_pem.clone().into_bytes(),
-        certificates.key_pem.clone().into_bytes(),
-    )
-    .await
-    .map_err(|source| Error::Serve {
-        addr: addr.to_string(),
-        source,
-    })?;
-    let ipas = ipa_store(&client, watch_namespace);
-    let app = Router::new().route(PATH, post(mutate)).with_state(ipas);
-    let handle = axum_server::Handle::<SocketAddr>::new();
-    let server = axum_server::bind_rustls(addr, rustls.clone()).handle(handle.clone());
-    tokio::spawn(async move {
-        if let Err(e) = server.serve(app.into_make_service()).await {
-            warn!(error = %e, "webhook server stopped");
-        }
-    });
-    let local = handle
-        .listening()
-        .await
-        .ok_or_else(|| Error::Config(format!("webhook: cannot listen on {addr}")))?;
-    info!(addr = %local, path = PATH, "serving the admission webhook");
     let state = Arc::new(WebhookState::default());
     let keeper = Keeper {
-        configs: Api::all(client),
+        configs: Api::all(client.clone()),
         config_name: args.webhook_configuration.clone(),
-        secrets,
+        secrets: Api::namespaced(client.clone(), namespace),
         namespace: namespace.to_string(),
         secret_name: args.webhook_secret.clone(),
         hosts,
-        validity,
-        rustls,
+        validity: args.webhook_cert_validity.as_secs().max(3600) as i64,
         state: state.clone(),
     };
-    tokio::spawn(keeper.run(certificates, stop, handle));
-    Ok(Some(state))
+    let ipas = ipa_store(&client, watch_namespace);
+    tokio::spawn(async move {
+        let mut stop = stop;
+        loop {
+            match keeper.serve(addr, ipas.clone()).await {
+                Ok((certificates, rustls, handle)) => {
+                    return keeper.run((certificates, rustls), stop, handle).await;
+                }
+                Err(e) => warn!(error = %e, "webhook: not serving; retrying in 30 s"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    });
+    Some(state)
 }
+
+/// The serving part of the webhook once it runs.
+type Serving = (
+    tls::Certificates,
+    axum_server::tls_rustls::RustlsConfig,
+    axum_server::Handle<SocketAddr>,
+);
 
 /// A reflector over the IPAs (their status holds the sizes), driven by a task of its own.
 fn ipa_store(client: &Client, namespace: Option<&str>) -> Store<IPA> {
@@ -227,16 +221,49 @@ struct Keeper {
     secret_name: String,
     hosts: Vec<String>,
     validity: i64,
-    rustls: axum_server::tls_rustls::RustlsConfig,
     state: Arc<WebhookState>,
 }
 
 impl Keeper {
+    /// The certificates (from or into the Secret), then the HTTPS server on `addr`.
+    async fn serve(&self, addr: SocketAddr, ipas: Store<IPA>) -> Result<Serving, Error> {
+        let secret = (self.namespace.as_str(), self.secret_name.as_str());
+        let now = now_unix();
+        let certificates =
+            tls::ensure(&self.secrets, secret, &self.hosts, self.validity, now).await?;
+        let serve_error = |source| Error::Serve {
+            addr: addr.to_string(),
+            source,
+        };
+        let (cert, key) = (&certificates.cert_pem, &certificates.key_pem);
+        let rustls = axum_server::tls_rustls::RustlsConfig::from_pem(
+            cert.clone().into_bytes(),
+            key.clone().into_bytes(),
+        )
+        .await
+        .map_err(serve_error)?;
+        let app = Router::new().route(PATH, post(mutate)).with_state(ipas);
+        let handle = axum_server::Handle::<SocketAddr>::new();
+        let server = axum_server::bind_rustls(addr, rustls.clone()).handle(handle.clone());
+        tokio::spawn(async move {
+            if let Err(e) = server.serve(app.into_make_service()).await {
+                warn!(error = %e, "webhook server stopped");
+            }
+        });
+        let local = handle.listening().await.ok_or_else(|| {
+            serve_error(std::io::Error::other(
+                "the webhook server did not start listening",
+            ))
+        })?;
+        info!(addr = %local, path = PATH, "serving the admission webhook");
+        Ok((certificates, rustls, handle))
+    }
+
     /// Checks every minute at first (until the `caBundle` is written), then every `validity / 20` (at most an
     /// hour): another replica may have rotated the pair, or someone may have re-created the configuration.
     async fn run(
         self,
-        mut serving: tls::Certificates,
+        (mut serving, rustls): (tls::Certificates, axum_server::tls_rustls::RustlsConfig),
         mut stop: watch::Receiver<bool>,
         handle: axum_server::Handle<SocketAddr>,
     ) {
@@ -265,8 +292,7 @@ impl Keeper {
                     // The bundle first (it trusts old and new), then the new certificate.
                     self.write_bundle(&fresh).await;
                     let (cert, key) = (fresh.cert_pem.clone(), fresh.key_pem.clone());
-                    match self
-                        .rustls
+                    match rustls
                         .reload_from_pem(cert.into_bytes(), key.into_bytes())
                         .await
                     {
