@@ -67,12 +67,12 @@ impl Certificates {
 }
 
 fn tls_error(what: &str) -> impl FnOnce(rcgen::Error) -> Error + '_ {
-    move |e| Error::Config(format!("webhook certificate: {what}: {e}"))
+    move |e| Error::Certificate(format!("{what}: {e}"))
 }
 
 fn time(unix: i64) -> Result<time::OffsetDateTime, Error> {
     time::OffsetDateTime::from_unix_timestamp(unix)
-        .map_err(|e| Error::Config(format!("webhook certificate: time {unix}: {e}")))
+        .map_err(|e| Error::Certificate(format!("time {unix}: {e}")))
 }
 
 /// Issues a new CA and a serving certificate for `hosts`, valid from a minute ago (clock skew) for
@@ -214,7 +214,7 @@ pub async fn ensure(
                 .await
                 .map_err(Error::kube(format!("reading the webhook Secret {name}")))?;
             from_secret(&theirs).ok_or_else(|| {
-                Error::Config(format!(
+                Error::Certificate(format!(
                     "webhook Secret {name} was written by another replica but is unreadable"
                 ))
             })
