@@ -80,6 +80,7 @@ pub async fn apply(ctx: &Context, found: &Found, plan: &Plan, now: i64) -> Writt
 fn pod_size(found: &Found, plan: &Plan) -> Option<Vec<ContainerRecommendation>> {
     if !found.update_mode.in_place()
         || found.mode == Mode::Recommend
+        || !found.policy.vertical
         || found.pods.is_empty()
         || found.conflicts.blocked().resources
     {
@@ -221,7 +222,11 @@ fn nothing_to_write(found: &Found, plan: &Plan, scale: bool, resize: bool) -> Op
 /// back to the size most of them run (a pod created since, at the template's size, or one that drifted).
 /// `None` when the target is not in place, its pods were not read, or another autoscaler owns its resources.
 fn pods_plan(found: &Found, plan: &Plan) -> Option<in_place::ResizePlan> {
-    if !found.update_mode.in_place() || found.pods.is_empty() || found.conflicts.blocked().resources
+    // `vertical: false` leaves requests and limits to others: not even a drifted pod is brought back.
+    if !found.update_mode.in_place()
+        || !found.policy.vertical
+        || found.pods.is_empty()
+        || found.conflicts.blocked().resources
     {
         return None;
     }
