@@ -1896,7 +1896,20 @@ async fn in_place_mode_resizes_the_running_pod_and_leaves_the_template() -> Test
     bed.create_app(ns, app, Some(resources), None).await?;
     bed.load(ns, app, 4.0, None).await?;
     bed.wait_for_cpu(ns, app, 0.06).await?;
-    let before = identities(&pods_of(&bed, ns, app).await?);
+    // The pod's container status, which the restart count comes from, can lag its CPU series on a busy bed.
+    let before = bed
+        .wait_for_some(
+            "the pod's container status",
+            Duration::from_secs(30),
+            || async {
+                let ids = identities(&pods_of(&bed, ns, app).await?);
+                Ok(
+                    (!ids.is_empty() && ids.values().all(|(_, restarts)| *restarts >= 0))
+                        .then_some(ids),
+                )
+            },
+        )
+        .await?;
     let template = bed.deployment(ns, app).await?;
     let controller = bed.controller(ns);
     let groups = format!(
