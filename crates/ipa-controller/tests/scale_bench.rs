@@ -188,6 +188,7 @@ async fn scale_benchmark() -> TestResult {
         metrics: metrics.clone(),
         urls: ipa_controller::urls::UrlPolicy::new(&[], None)?,
         install_token: None,
+        webhook: None,
         settings: Settings {
             stats_window: 300,
             history: 1800,

@@ -74,6 +74,7 @@ impl Scenario {
             advisories: Arc::default(),
             ca_clients: Arc::default(),
             install_token: None,
+            webhook: None,
             settings: settings(),
         };
         Ok(Self {
