@@ -2324,7 +2324,9 @@ async fn a_resize_the_node_cannot_fit_is_left_in_place_and_recreated_under_in_pl
     bed.fresh_namespace(ns).await?;
     add_small_node(&bed).await?;
     create_app_on_the_small_node(&bed, ns, app).await?;
-    bed.load(ns, app, 30.0, None).await?;
+    // ~0.9 cores on two pods at most: each must grow past the 500m node's whole capacity (Infeasible, not
+    // Deferred), whether the pods' own size grows or the bridge carries the load.
+    bed.load(ns, app, 45.0, None).await?;
     let port = free_port()?;
     apply_webhook_configuration(&bed, ns, port).await?;
     let listen = format!("127.0.0.1:{port}");
