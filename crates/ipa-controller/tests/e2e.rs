@@ -1963,3 +1963,78 @@ async fn in_place_mode_resizes_the_running_pod_and_leaves_the_template() -> Test
     controller.assert_running()?;
     Ok(())
 }
+
+/// Issue 13, "any demand signal": a target with no Ingress, whose demand only the application's own counter
+/// (`app_http_requests_total`, exported by the load simulator as a client library would) shows, is scaled on
+/// its `demandQuery`. The pod's CPU limit caps what its usage can show (CPU alone allows at most 1 → 2 replicas
+/// per step at 70 %); the request rate times a request's cost over the history says what the load wants, so
+/// the first step goes past 2.
+#[tokio::test]
+#[ignore = "needs the test bed (make test)"]
+async fn demand_query_scales_a_target_no_ingress_sees() -> TestResult {
+    let bed = connect().await?;
+    let (ns, app) = ("ipa-e2e-demand", "web");
+    bed.fresh_namespace(ns).await?;
+    let resources = json!({"requests": {"cpu": "100m", "memory": "128Mi"},
+                           "limits": {"cpu": "100m", "memory": "256Mi"}});
+    bed.create_app(ns, app, Some(resources), None).await?;
+    // 3 req/s: 65 mCPU, below the 90 % of the limit where a pod counts as saturated.
+    bed.load(ns, app, 3.0, None).await?;
+    let loaded = Instant::now();
+    let controller = bed.controller_with(ns, &["--agent-timeout", "3s", "--allow-demand-query"]);
+    let demand = format!(
+        "sum(rate(app_http_requests_total{{namespace=\\\"{ns}\\\",deployment=\\\"{app}\\\"}}[10s]))"
+    );
+    // updateMode Off: replicas only, so no rollout blurs what the replicas answer.
+    let groups = format!(
+        "      - deployment: {app}\n        namespace: {ns}\n        minReplicas: 1\n        maxReplicas: 20\n        \
+         updateMode: \"Off\"\n        demandQuery: \"{demand}\"\n"
+    );
+    bed.apply_ipa(ns, &policy_manifest(&bed.prometheus, "\"\"", &groups))
+        .await?;
+    let status = bed
+        .wait_for_status(
+            ns,
+            "ipa",
+            "the request rate read from demandQuery",
+            Duration::from_secs(60),
+            |s| {
+                s.groups.first().is_some_and(|g| {
+                    g.current_replicas.is_some()
+                        && !g.missing_inputs.iter().any(|m| m == "request_rate")
+                })
+            },
+        )
+        .await?;
+    println!("demand read: {}", status.groups[0].rationale);
+    assert_eq!(bed.replicas(ns, app).await?, 1, "3 req/s fits one pod");
+    // A request's cost is trusted after 12 history steps (5 s each here) with both CPU and the request rate.
+    tokio::time::sleep(Duration::from_secs(65).saturating_sub(loaded.elapsed())).await;
+    bed.load(ns, app, 40.0, None).await?;
+    let stepped = Instant::now();
+    let (replicas, why) = bed
+        .wait_for_some(
+            "a scale-up past what CPU alone allows",
+            Duration::from_secs(40),
+            || async {
+                let replicas = bed.replicas(ns, app).await?;
+                let status = bed.status(ns, "ipa").await?.ok_or("no status")?;
+                let why = status
+                    .groups
+                    .first()
+                    .map(|g| g.rationale.clone())
+                    .unwrap_or_default();
+                Ok((replicas >= 4 && why.contains("from the request rate"))
+                    .then_some((replicas, why)))
+            },
+        )
+        .await?;
+    println!(
+        "scaled 1 -> {replicas} {:?} after the step: {why}",
+        stepped.elapsed()
+    );
+    controller.assert_running()?;
+    controller.stop().await?;
+    bed.cleanup(ns, &[app]).await;
+    Ok(())
+}
