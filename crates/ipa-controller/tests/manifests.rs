@@ -149,3 +149,133 @@ fn helm_chart_lints_and_renders_to_valid_objects() -> TestResult {
     }
     Ok(())
 }
+
+/// The CRD is a template of the chart (not in `crds/`, which Helm installs once and never upgrades): `helm
+/// upgrade` with a chart whose CRD differs changes the CRD in the apiserver, and `helm uninstall` keeps it
+/// (`helm.sh/resource-policy: keep`). The changed chart is the real one with one printer column's description
+/// edited. A CRD the other tests applied is adopted by the release first, as `helm install` refuses to take over
+/// an object it does not own.
+#[test]
+#[ignore = "needs the test bed (make test)"]
+fn helm_upgrade_changes_the_crd() -> TestResult {
+    std::env::var("KUBECONFIG")
+        .map_err(|_| "KUBECONFIG is not set: run `make testbed-up` and source testbed/.env")?;
+    let helm = std::env::var("HELM")
+        .map_err(|_| "HELM is not set: scripts/test-all.sh exports the test bed's helm binary")?;
+    let (release, ns, crd) = (
+        "ipa-upgrade",
+        "ipa-helm-e2e",
+        "crd/ipas.ipa.shafinhasnat.me",
+    );
+    let chart = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/helm/ipa");
+    let helm_run = |args: &[&str], chart: &PathBuf| -> Result<String, Box<dyn std::error::Error>> {
+        let out = Command::new(&helm)
+            .args(args)
+            .args([release, &chart.display().to_string(), "-n", ns])
+            .output()?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !out.status.success() {
+            return Err(format!("helm {args:?} failed: {text}").into());
+        }
+        Ok(text)
+    };
+    let description = || {
+        run(
+            &[
+                "get",
+                crd,
+                "-o",
+                "jsonpath={.spec.versions[0].additionalPrinterColumns[0].description}",
+            ],
+            None,
+        )
+    };
+    let _ = Command::new(&helm)
+        .args(["uninstall", release, "-n", ns])
+        .output();
+    adopt_crd(release, ns)?;
+    helm_run(&["install", "--create-namespace"], &chart)?;
+    let original = description()?;
+    assert_eq!(original, "Targets found / listed");
+
+    let changed = std::env::temp_dir().join(format!("ipa-helm-upgrade-{}", std::process::id()));
+    copy_dir(&chart, &changed)?;
+    let template = changed.join("templates/crd.yaml");
+    let text = std::fs::read_to_string(&template)?;
+    let edited = text.replace(
+        "description: Targets found / listed",
+        "description: Targets found / listed (upgraded)",
+    );
+    assert_ne!(
+        edited, text,
+        "the printer column's description is not in the CRD template"
+    );
+    std::fs::write(&template, edited)?;
+    let upgraded = helm_run(&["upgrade"], &changed);
+    let _ = std::fs::remove_dir_all(&changed);
+    println!("{}", upgraded?);
+    assert_eq!(description()?, "Targets found / listed (upgraded)");
+
+    // Back to the real chart, then uninstall: the CRD stays, as it was.
+    helm_run(&["upgrade"], &chart)?;
+    assert_eq!(description()?, original);
+    let out = Command::new(&helm)
+        .args(["uninstall", release, "-n", ns])
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(description()?, original, "the CRD went with the release");
+    run(&["delete", "namespace", ns, "--wait=false"], None)?;
+    Ok(())
+}
+
+/// Copies the files of `from` into `to` (the chart is two levels deep and has no links).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Hands the IPA CRD, if another test applied it, to the Helm release `release` in `ns`: `helm install` refuses
+/// an existing object unless it carries the release's ownership label and annotations.
+fn adopt_crd(release: &str, ns: &str) -> TestResult {
+    let crd = "crd/ipas.ipa.shafinhasnat.me";
+    if run(&["get", crd], None).is_err() {
+        return Ok(());
+    }
+    run(
+        &[
+            "label",
+            "--overwrite",
+            crd,
+            "app.kubernetes.io/managed-by=Helm",
+        ],
+        None,
+    )?;
+    run(
+        &[
+            "annotate",
+            "--overwrite",
+            crd,
+            &format!("meta.helm.sh/release-name={release}"),
+            &format!("meta.helm.sh/release-namespace={ns}"),
+        ],
+        None,
+    )?;
+    Ok(())
+}
