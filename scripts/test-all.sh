@@ -70,12 +70,18 @@ background+=("$release_pid")
 step "integration tests against the real parts"
 # Tests that need the test bed or the LLM are #[ignore]d in plain `cargo test`; here they run, and fail
 # (not skip) when a part is missing.
-cargo test --workspace --locked -- --ignored --test-threads=1 --skip scale_benchmark
+# The image archive's test waits for the release build (below).
+cargo test --workspace --locked -- --ignored --test-threads=1 --skip scale_benchmark --skip image_archive
+
+step "image archive of the release binary, without a container engine"
+# The image and the scale benchmark ship and measure the binary as it ships: a release build (a debug build maps
+# ~20 MiB more code and allocates differently), started in the background before the integration tests.
+wait_for "$release_pid" "$logs/release.log" "cargo build --release"
+make -s image IMAGE_OUT="$logs/ipa-image.oci.tar"
+IPA_IMAGE="$logs/ipa-image.oci.tar" cargo test -p ipa-image --locked --test archive -- --ignored --nocapture
+rm -f "$logs/ipa-image.oci.tar"
 
 step "controller scale benchmark on the test bed (figures printed, not asserted)"
-# The controller's memory is measured on the binary as it ships: a release build (a debug build maps ~20 MiB
-# more code and allocates differently), started in the background before the integration tests.
-wait_for "$release_pid" "$logs/release.log" "cargo build --release"
 # Last: it creates 1,000 Deployments, and cleaning them up keeps the controller-manager busy for a while.
 IPA_BIN="$target_dir/release/ipa" cargo test -p ipa-controller --locked --test scale_bench -- --ignored --nocapture
 
