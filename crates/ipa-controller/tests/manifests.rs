@@ -279,3 +279,175 @@ fn adopt_crd(release: &str, ns: &str) -> TestResult {
     )?;
     Ok(())
 }
+
+/// What the quickstart test does with one command of docs/quickstart.md.
+enum Step {
+    /// Run on the bed, as written apart from the controller's namespace (see [`QUICKSTART_NAMESPACE`]).
+    Run,
+    /// Not run here, and why.
+    NotHere(&'static str),
+}
+
+/// The e2e suite owns `ipa-system`'s ServiceAccount `ipa-controller` (install.yaml's identity, which the chart's
+/// would clash with): the quickstart's controller goes to this namespace instead.
+const QUICKSTART_NAMESPACE: &str = "ipa-quickstart";
+
+/// Every command of docs/quickstart.md, by how it starts. A command the table does not know fails the test, so
+/// a command added to the quickstart is either run here or says why it cannot be.
+const QUICKSTART: &[(&str, Step)] = &[
+    (
+        "make image",
+        Step::NotHere("scripts/test-all.sh runs it; ipa-image's archive test checks the archive"),
+    ),
+    ("kind ", Step::NotHere("no container engine here")),
+    ("skopeo copy", Step::NotHere("no registry here")),
+    (
+        "mkdir ipa-oci",
+        Step::NotHere("no registry here (crane push)"),
+    ),
+    ("docker build", Step::NotHere("no container engine here")),
+    (
+        "helm repo add",
+        Step::NotHere("the bed runs its own Prometheus; no chart repository downloads"),
+    ),
+    (
+        "helm install prometheus",
+        Step::NotHere("the bed runs its own Prometheus"),
+    ),
+    ("helm install ipa deploy/helm/ipa", Step::Run),
+    ("kubectl -n ipa-system get pods", Step::Run),
+    ("kubectl create namespace shop", Step::Run),
+    ("kubectl -n shop create deployment", Step::Run),
+    ("kubectl -n shop set resources", Step::Run),
+    ("kubectl apply -n shop -f -", Step::Run),
+    ("kubectl get ipa -A", Step::Run),
+    ("kubectl -n shop describe ipa web", Step::Run),
+    ("kubectl -n shop get events", Step::Run),
+    (
+        "kubectl -n ipa-system port-forward",
+        Step::NotHere("KWOK's pods run no process to forward to"),
+    ),
+];
+
+/// The commands of the markdown's `sh` blocks: continuation lines joined, a here-document kept with its
+/// command, trailing comments dropped.
+fn shell_commands(markdown: &str) -> Vec<String> {
+    let (mut commands, mut in_block, mut heredoc) = (Vec::<String>::new(), false, None::<String>);
+    let mut pending = String::new();
+    for line in markdown.lines() {
+        if let Some(end) = &heredoc {
+            if let Some(last) = commands.last_mut() {
+                last.push('\n');
+                last.push_str(line);
+            }
+            if line.trim() == end {
+                heredoc = None;
+            }
+            continue;
+        }
+        if line.starts_with("```") {
+            in_block = line == "```sh";
+            continue;
+        }
+        if !in_block || line.trim().is_empty() {
+            continue;
+        }
+        let code = line.split(" #").next().unwrap_or_default().trim_end();
+        if let Some(head) = code.strip_suffix('\\') {
+            pending.push_str(head);
+            continue;
+        }
+        let command = format!("{pending}{code}");
+        pending.clear();
+        if let Some((_, marker)) = command.split_once("<<'") {
+            heredoc = marker.split('\'').next().map(str::to_owned);
+        }
+        commands.push(command);
+    }
+    commands
+}
+
+/// docs/quickstart.md on the bed: every command that can run here runs, in order, as written (the controller
+/// in [`QUICKSTART_NAMESPACE`]); the chart installs, the example Deployment and IPA apply, and the commands that
+/// show the result answer. The commands that cannot run here say why in [`QUICKSTART`].
+#[test]
+#[ignore = "needs the test bed (make test)"]
+fn quickstart_commands_run_on_the_bed() -> TestResult {
+    std::env::var("KUBECONFIG")
+        .map_err(|_| "KUBECONFIG is not set: run `make testbed-up` and source testbed/.env")?;
+    let helm = PathBuf::from(std::env::var("HELM").map_err(|_| "HELM is not set")?);
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let markdown = std::fs::read_to_string(root.join("docs/quickstart.md"))?;
+    // kubectl and helm on PATH, as the reader has them.
+    let tools = [PathBuf::from(kubectl()), helm.clone()]
+        .iter()
+        .filter_map(|p| p.parent().map(|d| d.display().to_string()))
+        .collect::<Vec<_>>()
+        .join(":");
+    let path = format!("{tools}:{}", std::env::var("PATH").unwrap_or_default());
+    let _ = Command::new(&helm)
+        .args(["uninstall", "ipa", "-n", QUICKSTART_NAMESPACE])
+        .output();
+    let _ = run(&["delete", "namespace", "shop", "--wait=true"], None);
+    adopt_crd("ipa", QUICKSTART_NAMESPACE)?;
+    let (mut ran, mut skipped, mut used) = (0, Vec::new(), vec![false; QUICKSTART.len()]);
+    for command in shell_commands(&markdown) {
+        let (index, step) = QUICKSTART
+            .iter()
+            .enumerate()
+            .find(|(_, (start, _))| command.starts_with(start))
+            .map(|(i, (_, step))| (i, step))
+            .ok_or_else(|| {
+                format!("docs/quickstart.md has a command this test does not know: {command}")
+            })?;
+        used[index] = true;
+        if let Step::NotHere(why) = step {
+            skipped.push(format!("{command}: {why}"));
+            continue;
+        }
+        let command = command.replace("ipa-system", QUICKSTART_NAMESPACE);
+        let out = Command::new("bash")
+            .args(["-euo", "pipefail", "-c", &command])
+            .current_dir(&root)
+            .env("PATH", &path)
+            .output()?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        println!("$ {command}\n{text}");
+        if !out.status.success() {
+            return Err(format!("quickstart command failed: {command}\n{text}").into());
+        }
+        ran += 1;
+    }
+    println!("ran {ran} commands; not here:\n  {}", skipped.join("\n  "));
+    // The table names nothing the quickstart no longer has.
+    let stale: Vec<&str> = QUICKSTART
+        .iter()
+        .zip(&used)
+        .filter(|(_, used)| !**used)
+        .map(|((start, _), _)| *start)
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "not in docs/quickstart.md any more: {stale:?}"
+    );
+    let ipas = run(&["-n", "shop", "get", "ipa", "web", "-o", "name"], None)?;
+    assert!(ipas.trim().ends_with("/web"), "{ipas}");
+    let _ = Command::new(&helm)
+        .args(["uninstall", "ipa", "-n", QUICKSTART_NAMESPACE])
+        .output();
+    run(
+        &[
+            "delete",
+            "namespace",
+            "shop",
+            QUICKSTART_NAMESPACE,
+            "--wait=false",
+        ],
+        None,
+    )?;
+    Ok(())
+}
