@@ -3,7 +3,11 @@
 //! --version`, `ipa crd`) — in a chroot of the unpacked layer, as the image's user, when this runs as root (as
 //! CI does); otherwise through the layer's own dynamic loader and libraries.
 //!
-//! `#[ignore]`d: it needs the archive of a release build; scripts/test-all.sh runs it after building both.
+//! Then a real consumer reads it: the quickstart's `crane push` of the unpacked archive, to crane's own
+//! in-process registry on loopback, and `crane validate` of what arrived (every layer and digest re-read).
+//!
+//! `#[ignore]`d: it needs the archive of a release build and the bed's crane (`CRANE`); scripts/test-all.sh runs
+//! it after building both.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -112,6 +116,91 @@ fn check_config(config: &ImageConfiguration) -> TestResult {
         Some("ipa")
     );
     Ok(())
+}
+
+/// A registry on a free loopback port (`crane registry serve`), stopped on drop.
+struct Registry {
+    child: std::process::Child,
+    address: String,
+}
+
+impl Registry {
+    fn start(crane: &str) -> TestResult<Self> {
+        let address = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .to_string();
+        let child = Command::new(crane)
+            .args(["registry", "serve", "--address", &address])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(&address).is_err() {
+            if std::time::Instant::now() > deadline {
+                return Err(format!("crane's registry did not listen on {address}").into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Ok(Self { child, address })
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs crane; its output, or an error with it.
+fn crane(crane: &str, args: &[&str]) -> TestResult<String> {
+    let out = Command::new(crane).args(args).output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() {
+        return Err(format!("crane {args:?} failed: {text}").into());
+    }
+    Ok(text)
+}
+
+/// The quickstart's `mkdir ipa-oci && tar -xf ipa.oci.tar -C ipa-oci && crane push ipa-oci <registry>/ipa:<tag>`,
+/// with crane's own registry as `<registry>`; then `crane validate` of the pushed image.
+#[test]
+#[ignore = "needs the image archive of a release build and crane (make image, make testbed-tools)"]
+fn image_archive_pushes_to_a_registry_and_validates() -> TestResult {
+    let archive = std::env::var("IPA_IMAGE")
+        .map_err(|_| "IPA_IMAGE is not set: build it with `make image`")?;
+    let crane_bin = std::env::var("CRANE")
+        .map_err(|_| "CRANE is not set: scripts/test-all.sh exports the bed's crane")?;
+    let registry = Registry::start(&crane_bin)?;
+    let layout = std::env::temp_dir().join(format!("ipa-oci-{}", std::process::id()));
+    let image = format!("{}/ipa:{}", registry.address, env!("CARGO_PKG_VERSION"));
+    let push = Command::new("bash")
+        .args(["-euo", "pipefail", "-c"])
+        .arg(format!(
+            "mkdir {layout} && tar -xf {archive} -C {layout} && {crane_bin} push {layout} {image}",
+            layout = layout.display()
+        ))
+        .output();
+    let _ = std::fs::remove_dir_all(&layout);
+    let push = push?;
+    if !push.status.success() {
+        return Err(format!(
+            "crane push failed: {}",
+            String::from_utf8_lossy(&push.stderr)
+        )
+        .into());
+    }
+    println!(
+        "{}",
+        crane(&crane_bin, &["validate", "--remote", &image])?.trim()
+    );
+    let config: ImageConfiguration =
+        serde_json::from_str(&crane(&crane_bin, &["config", &image])?)?;
+    check_config(&config)
 }
 
 #[test]
