@@ -35,6 +35,8 @@ pub enum Error {
     },
     #[error("ldd {binary}: {why}")]
     Ldd { binary: PathBuf, why: String },
+    #[error("objcopy --strip-debug {binary}: {why}")]
+    StripDebug { binary: PathBuf, why: String },
     #[error("no OCI architecture for {0}")]
     Architecture(String),
     #[error("OCI object: {0}")]
@@ -52,6 +54,9 @@ type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct ImageSpec {
     /// The built `ipa` binary.
     pub binary: PathBuf,
+    /// Drop its debug sections (`objcopy --strip-debug`): the release profile's line tables are three quarters of
+    /// its size, and the symbols that name functions in a backtrace stay.
+    pub strip_debug: bool,
     /// Shared libraries the binary loads, each put at its own path (`shared_libraries` finds them).
     pub libraries: Vec<PathBuf>,
     /// A PEM bundle put at `/etc/ssl/certs/ca-certificates.crt`, for HTTPS to LLM APIs and Prometheus.
@@ -142,13 +147,40 @@ fn read(path: &Path) -> Result<Vec<u8>> {
     })
 }
 
+/// The binary as it goes into the image: as built, or without its debug sections.
+fn binary_bytes(spec: &ImageSpec) -> Result<Vec<u8>> {
+    if !spec.strip_debug {
+        return read(&spec.binary);
+    }
+    let error = |why: String| Error::StripDebug {
+        binary: spec.binary.clone(),
+        why,
+    };
+    let stripped = std::env::temp_dir().join(format!("ipa-image-{}.stripped", std::process::id()));
+    let out = std::process::Command::new("objcopy")
+        .arg("--strip-debug")
+        .arg(&spec.binary)
+        .arg(&stripped)
+        .output()
+        .map_err(|e| error(e.to_string()))?;
+    if !out.status.success() {
+        let _ = std::fs::remove_file(&stripped);
+        return Err(error(
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        ));
+    }
+    let bytes = read(&stripped);
+    let _ = std::fs::remove_file(&stripped);
+    bytes
+}
+
 /// The layer's entries by path (no leading `/`), parents included.
 fn layer_entries(spec: &ImageSpec) -> Result<BTreeMap<String, Entry>> {
     let mut entries = BTreeMap::new();
     let relative = |p: &Path| p.to_string_lossy().trim_start_matches('/').to_owned();
     entries.insert(
         relative(Path::new(BINARY_PATH)),
-        Entry::file(read(&spec.binary)?, 0o755),
+        Entry::file(binary_bytes(spec)?, 0o755),
     );
     for library in &spec.libraries {
         entries.insert(relative(library), Entry::file(read(library)?, 0o755));
@@ -436,6 +468,7 @@ mod tests {
         std::fs::write(&binary, b"#!not really a binary").map_err(Error::Write)?;
         let spec = ImageSpec {
             binary,
+            strip_debug: false,
             libraries: Vec::new(),
             ca_bundle: None,
             name: "ghcr.io/ipa/ipa".into(),

@@ -31,6 +31,9 @@ struct Args {
     /// Leave the CA bundle out.
     #[arg(long)]
     no_ca_bundle: bool,
+    /// Ship the binary with its debug sections (line tables), about four times the size.
+    #[arg(long)]
+    keep_debug_info: bool,
 }
 
 fn main() -> ExitCode {
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
         let spec = ImageSpec {
             libraries: shared_libraries(&args.binary)?,
             binary: args.binary.clone(),
+            strip_debug: !args.keep_debug_info,
             ca_bundle: (!args.no_ca_bundle).then(|| args.ca_bundle.clone()),
             name: args.name.clone(),
             tag: args.tag.clone(),
