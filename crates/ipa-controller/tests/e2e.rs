@@ -1972,10 +1972,10 @@ const DEMAND_SIGNS: [&str; 2] = ["from the request rate", "for the demand's ramp
 /// Issue 13, "any demand signal": a target with no Ingress, whose demand only the application's own counter
 /// (`app_http_requests_total`, exported by the load simulator as a client library would) shows, is scaled on
 /// its `demandQuery`: the request rate is read (no `request_rate` missing), and when the load steps from 3 to 40
-/// req/s the target scales on decisions that say the rate drove them. Measured: the first comes within 10 s, on
-/// the rate's rise alone while CPU still shows the old load (0.065 cores on one pod, within the tolerance of 70 %
-/// of 100m), so CPU alone would not have scaled yet; a pod at its CPU limit (100m cannot show 40 req/s) is sized
-/// from the rate too once a request's cost is known.
+/// req/s the target scales, and its decisions say the rate drove them (the lead of the rising rate, or the
+/// demand of a pod at its CPU limit taken from the rate). In three of four runs the first scale-up came 10 s
+/// after the step on the rate's rise alone, while CPU still showed the old load (0.065 cores on one pod, within
+/// the tolerance of 70 % of 100m): CPU alone would not have scaled yet.
 #[tokio::test]
 #[ignore = "needs the test bed (make test)"]
 async fn demand_query_scales_a_target_no_ingress_sees() -> TestResult {
@@ -1987,7 +1987,7 @@ async fn demand_query_scales_a_target_no_ingress_sees() -> TestResult {
     bed.create_app(ns, app, Some(resources), None).await?;
     // 3 req/s: 65 mCPU, below the 90 % of the limit where a pod counts as saturated.
     bed.load(ns, app, 3.0, None).await?;
-    // The pod serving (65 mCPU): from here on the history holds the steady cost of a request.
+    // The pod serving (65 mCPU) before the controller starts: what it reads first is the steady load.
     bed.wait_for_cpu(ns, app, 0.04).await?;
     let loaded = Instant::now();
     let controller = bed.controller_with(ns, &["--agent-timeout", "3s", "--allow-demand-query"]);
@@ -2022,10 +2022,10 @@ async fn demand_query_scales_a_target_no_ingress_sees() -> TestResult {
     bed.load(ns, app, 40.0, None).await?;
     let stepped = Instant::now();
     // The rationale of a cycle the request rate drove, kept: later cycles, with the load spread, say "used".
-    let saturated = Mutex::new(None::<String>);
+    let rate_driven = Mutex::new(None::<String>);
     let replicas = bed
         .wait_for(
-            "a scale-up past what CPU alone allows",
+            "a scale-up the request rate drove",
             Duration::from_secs(60),
             || async {
                 let replicas = bed.replicas(ns, app).await?;
@@ -2035,7 +2035,7 @@ async fn demand_query_scales_a_target_no_ingress_sees() -> TestResult {
                     .first()
                     .map(|g| g.rationale.clone())
                     .unwrap_or_default();
-                let mut seen = saturated.lock().map_err(|_| "poisoned")?;
+                let mut seen = rate_driven.lock().map_err(|_| "poisoned")?;
                 if seen.is_none() && DEMAND_SIGNS.iter().any(|sign| why.contains(sign)) {
                     *seen = Some(why.clone());
                 }
@@ -2047,7 +2047,7 @@ async fn demand_query_scales_a_target_no_ingress_sees() -> TestResult {
             },
         )
         .await?;
-    let why = saturated
+    let why = rate_driven
         .lock()
         .map_err(|_| "poisoned")?
         .clone()
