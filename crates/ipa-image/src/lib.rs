@@ -277,14 +277,18 @@ fn architecture() -> Result<Arch> {
 }
 
 /// The image configuration: how a runtime starts the container.
-fn configuration(spec: &ImageSpec, diff_id: &str) -> Result<ImageConfiguration> {
+fn configuration(diff_id: &str) -> Result<ImageConfiguration> {
     let labels = [
         ("org.opencontainers.image.title", "ipa"),
         (
             "org.opencontainers.image.description",
             "The Intelligent Pod Autoscaler: controller, agent, simulator",
         ),
-        ("org.opencontainers.image.version", spec.tag.as_str()),
+        // The workspace's version, which the binary shares (a tag may be anything, e.g. `dev`).
+        (
+            "org.opencontainers.image.version",
+            env!("CARGO_PKG_VERSION"),
+        ),
         ("org.opencontainers.image.licenses", "Apache-2.0"),
     ];
     let config = ConfigBuilder::default()
@@ -351,7 +355,7 @@ fn layout(spec: &ImageSpec) -> Result<Layout> {
     let entries = layer_entries(spec)?;
     let layer = tar(&entries)?;
     let compressed = gzip(&layer)?;
-    let config = canonical_json(&configuration(spec, &sha256(&layer))?)?;
+    let config = canonical_json(&configuration(&sha256(&layer))?)?;
     let descriptor = |media: MediaType, data: &[u8]| -> Result<Descriptor> {
         Ok(DescriptorBuilder::default()
             .media_type(media)
