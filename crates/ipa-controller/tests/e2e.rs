@@ -1987,9 +1987,9 @@ async fn demand_query_scales_a_target_no_ingress_sees() -> TestResult {
     bed.create_app(ns, app, Some(resources), None).await?;
     // 3 req/s: 65 mCPU, below the 90 % of the limit where a pod counts as saturated.
     bed.load(ns, app, 3.0, None).await?;
+    let load_started = Instant::now();
     // The pod serving (65 mCPU) before the controller starts: what it reads first is the steady load.
     bed.wait_for_cpu(ns, app, 0.04).await?;
-    let loaded = Instant::now();
     let controller = bed.controller_with(ns, &["--agent-timeout", "3s", "--allow-demand-query"]);
     let demand = format!(
         "sum(rate(app_http_requests_total{{namespace=\\\"{ns}\\\",deployment=\\\"{app}\\\"}}[10s]))"
@@ -2017,10 +2017,13 @@ async fn demand_query_scales_a_target_no_ingress_sees() -> TestResult {
         .await?;
     println!("demand read: {}", status.groups[0].rationale);
     assert_eq!(bed.replicas(ns, app).await?, 1, "3 req/s fits one pod");
-    // A few steady points before the step, so the rate's rise is a rise from them.
-    tokio::time::sleep(Duration::from_secs(20).saturating_sub(loaded.elapsed())).await;
+    // Steady before the step: the load's start (a rise from nothing, with the 10 s rate window) has left the
+    // rate's 30 s trend, so the rate's lead after the step is the step's.
+    tokio::time::sleep(Duration::from_secs(45).saturating_sub(load_started.elapsed())).await;
     bed.load(ns, app, 40.0, None).await?;
     let stepped = Instant::now();
+    // Only decisions of cycles that started after the step count (status has whole seconds).
+    let step_second = jiff::Timestamp::now().as_second();
     // The rationale of a cycle the request rate drove, kept: later cycles, with the load spread, say "used".
     let rate_driven = Mutex::new(None::<String>);
     let replicas = bed
@@ -2030,13 +2033,18 @@ async fn demand_query_scales_a_target_no_ingress_sees() -> TestResult {
             || async {
                 let replicas = bed.replicas(ns, app).await?;
                 let status = bed.status(ns, "ipa").await?.ok_or("no status")?;
-                let why = status
-                    .groups
-                    .first()
-                    .map(|g| g.rationale.clone())
-                    .unwrap_or_default();
+                let group = status.groups.first().ok_or("no group status")?;
+                let decided = group
+                    .last_decision_time
+                    .as_deref()
+                    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                    .map_or(i64::MIN, |t| t.as_second());
+                let why = group.rationale.clone();
                 let mut seen = rate_driven.lock().map_err(|_| "poisoned")?;
-                if seen.is_none() && DEMAND_SIGNS.iter().any(|sign| why.contains(sign)) {
+                if seen.is_none()
+                    && decided > step_second
+                    && DEMAND_SIGNS.iter().any(|sign| why.contains(sign))
+                {
                     *seen = Some(why.clone());
                 }
                 Ok(if replicas >= 4 && seen.is_some() {
