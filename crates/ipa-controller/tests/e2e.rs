@@ -1988,8 +1988,10 @@ async fn demand_query_scales_a_target_no_ingress_sees() -> TestResult {
     // 3 req/s: 65 mCPU, below the 90 % of the limit where a pod counts as saturated.
     bed.load(ns, app, 3.0, None).await?;
     let load_started = Instant::now();
-    // The pod serving (65 mCPU) before the controller starts: what it reads first is the steady load.
+    // The pod serving (65 mCPU), and the load's start (a rise from nothing, through the 10 s rate window) out of
+    // the rate's 30 s trend before the controller first looks: its lead then comes from the step alone.
     bed.wait_for_cpu(ns, app, 0.04).await?;
+    tokio::time::sleep(Duration::from_secs(45).saturating_sub(load_started.elapsed())).await;
     let controller = bed.controller_with(ns, &["--agent-timeout", "3s", "--allow-demand-query"]);
     let demand = format!(
         "sum(rate(app_http_requests_total{{namespace=\\\"{ns}\\\",deployment=\\\"{app}\\\"}}[10s]))"
@@ -2017,9 +2019,6 @@ async fn demand_query_scales_a_target_no_ingress_sees() -> TestResult {
         .await?;
     println!("demand read: {}", status.groups[0].rationale);
     assert_eq!(bed.replicas(ns, app).await?, 1, "3 req/s fits one pod");
-    // Steady before the step: the load's start (a rise from nothing, with the 10 s rate window) has left the
-    // rate's 30 s trend, so the rate's lead after the step is the step's.
-    tokio::time::sleep(Duration::from_secs(45).saturating_sub(load_started.elapsed())).await;
     bed.load(ns, app, 40.0, None).await?;
     let stepped = Instant::now();
     // Only decisions of cycles that started after the step count (status has whole seconds).
