@@ -96,7 +96,7 @@ pub fn bridge(
     if factor <= 1.0 {
         return;
     }
-    decision.running = scaled(&base, factor, policy.max_cpu);
+    decision.running = scaled(&base, factor, policy);
     decision.state.bridge = Some(base);
     decision.rationale.push_str(&format!(
         "; the {ready} ready pods grow in place ×{factor:.2} from {base_cpu} to carry {:.2} pods' worth until \
@@ -116,25 +116,31 @@ fn pod_cpu(containers: &[ContainerRecommendation]) -> Option<CpuMillis> {
 
 /// The base grown by `factor`: CPU requests and limits, and memory limits (each pod takes `factor` times the
 /// load, and its working set grows with it); memory requests stay (the bridge is short, the scheduler has
-/// placed the pods already). No pod's CPU request passes `max_cpu`.
+/// placed the pods already). Requests and limits stay within the policy's largest (`maxCpu`, `maxMemory`).
 fn scaled(
     base: &[ContainerRecommendation],
     factor: f64,
-    max_cpu: CpuMillis,
+    policy: &ResolvedPolicy,
 ) -> Vec<ContainerRecommendation> {
-    let cpu = |v: Option<CpuMillis>| v.map(|c| CpuMillis::from_cores_f64(c.as_cores() * factor));
+    let cpu = |v: Option<CpuMillis>| {
+        v.map(|c| CpuMillis::from_cores_f64(c.as_cores() * factor).min(policy.max_cpu))
+    };
     let memory = |v: Option<Bytes>| {
-        v.map(|m| Bytes((m.as_f64() * factor).min(u64::MAX as f64) as u64).round_up_mib())
+        v.map(|m| {
+            Bytes((m.as_f64() * factor).min(u64::MAX as f64) as u64)
+                .round_up_mib()
+                .min(policy.max_memory)
+        })
     };
     base.iter()
         .map(|c| ContainerRecommendation {
             name: c.name.clone(),
             requests: Resources {
-                cpu: cpu(c.requests.cpu).map(|r| r.min(max_cpu)),
+                cpu: cpu(c.requests.cpu),
                 memory: c.requests.memory,
             },
             limits: Resources {
-                cpu: cpu(c.limits.cpu),
+                cpu: cpu(c.limits.cpu).max(cpu(c.requests.cpu)),
                 memory: memory(c.limits.memory),
             },
         })
@@ -276,6 +282,8 @@ mod tests {
             if let Some(grown) = cpu_request(&d.running) {
                 prop_assert!(grown > 250 && grown <= 2000, "{grown}");
                 prop_assert!(ready > 0);
+                let limit = d.running[0].limits.cpu.map_or(0, |c| c.0);
+                prop_assert!(limit >= grown && limit <= 2000, "limit {limit}");
             }
             prop_assert!(d.containers.is_empty());
         }
