@@ -33,7 +33,12 @@ pub const RESIZE_HYSTERESIS: f64 = 2.0;
 
 /// Recommends replicas and per-container resources for one target.
 pub fn recommend(snapshot: &MetricsSnapshot, policy: &ResolvedPolicy) -> Recommendation {
-    let mut rec = Recommendation::new(snapshot.replicas, Source::Builtin);
+    // Held replicas are held within the policy too, as the guard would hold them: 0 replicas with CPU usage
+    // unknown came back as 0 under `minReplicas: 1` (found by the `seed_metrics` fuzz target).
+    let held = snapshot
+        .replicas
+        .clamp(policy.min_replicas, policy.max_replicas);
+    let mut rec = Recommendation::new(held, Source::Builtin);
     let mut why = Vec::new();
     let Some(cpu) = snapshot.cpu_per_pod.filter(|s| s.current.is_finite()) else {
         why.push("CPU usage is missing: holding replicas".to_string());
@@ -567,6 +572,17 @@ mod tests {
                 c.limits.cpu >= c.requests.cpu && c.limits.memory >= c.requests.memory,
                 "{c:?}"
             );
+        }
+    }
+
+    #[test]
+    fn held_replicas_are_within_the_policy() {
+        let policy = Policy::default().resolve();
+        for replicas in [0, 500] {
+            let mut s = snapshot(replicas, 0.5, 400.0 * MIB as f64);
+            s.cpu_per_pod = None;
+            let rec = recommend(&s, &policy);
+            assert_eq!(rec.replicas, replicas.clamp(1, 20), "{}", rec.rationale);
         }
     }
 
