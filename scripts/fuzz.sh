@@ -27,7 +27,8 @@ sanitizer=(--sanitizer none)
 targets=(reply quantity decide seed_metrics agent_request prometheus crd_spec agent_reply)
 
 install() {
-  rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+  # grep without -q reads all of rustup's output: with -q and pipefail, rustup could die of SIGPIPE after a match.
+  rustup toolchain list | grep '^nightly' >/dev/null || rustup toolchain install nightly --profile minimal
   if [[ ! -x $root/bin/cargo-fuzz ]]; then
     cargo install --locked --root "$root" --version "$CARGO_FUZZ_VERSION" cargo-fuzz
   fi
