@@ -11,13 +11,15 @@
 //! Running IPA for one side next to another autoscaler for the other side is an explicit choice in the target's
 //! policy (`vertical: false` leaves resources to a VPA); such neighbours are reported, not refused.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use ipa_core::Policy;
 use k8s_openapi::api::autoscaling::v2::{CrossVersionObjectReference, HorizontalPodAutoscaler};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::core::Request;
 use kube::{Api, Client, Resource};
 use serde::Deserialize;
@@ -350,7 +352,7 @@ pub struct Sources {
     pub absent: BTreeSet<Kind>,
     pub errors: Vec<SourceError>,
     /// API requests made, for the caller's request metrics.
-    pub requests: u32,
+    pub requests: u64,
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -791,9 +793,6 @@ pub fn condition(target: &Target<'_>, found: &TargetConflicts) -> Want {
 // ---------------------------------------------------------------------------------------------------------------
 // The IO part.
 
-/// Objects per list page, as the rest of the cycle reads.
-const PAGE_SIZE: u32 = 250;
-
 fn vpa_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("autoscaling.k8s.io", "v1", "VerticalPodAutoscaler"),
@@ -845,31 +844,49 @@ macro_rules! has_meta {
 }
 has_meta!(HpaView, VpaView, ScaledObjectView, IpaView);
 
-/// Every page of the collection at `url`, as slim items.
+/// Every page of the collection at `url`, as slim items, each in `namespace` where the list left it out.
 async fn list_all<T: DeserializeOwned + HasMeta + Send>(
     client: &Client,
     url: String,
     namespace: Option<&str>,
-    requests: &mut u32,
+    requests: &mut u64,
 ) -> Result<Vec<T>, kube::Error> {
-    let request = Request::new(url);
-    let mut params = ListParams::default().limit(PAGE_SIZE);
     let mut items: Vec<T> = Vec::new();
-    loop {
-        *requests += 1;
-        let page = slim::list_page::<T>(client, &request, &params, false).await?;
-        let next = page.metadata.continue_token.filter(|c| !c.is_empty());
-        items.extend(page.items.into_iter().map(|mut item| {
-            if let Some(ns) = namespace
-                && item.meta_mut().namespace.is_empty()
-            {
-                item.meta_mut().namespace = ns.to_string();
-            }
-            item
-        }));
-        match next {
-            Some(token) => params = params.continue_token(&token),
-            None => return Ok(items),
+    let keep = |mut item: T| {
+        if let Some(ns) = namespace
+            && item.meta_mut().namespace.is_empty()
+        {
+            item.meta_mut().namespace = ns.to_string();
+        }
+        items.push(item);
+    };
+    slim::list_every_page(client, &Request::new(url), false, requests, keep).await?;
+    Ok(items)
+}
+
+/// How long an autoscaler CRD found missing (a 404) is not asked for again: VPA and KEDA are rarely installed,
+/// and without this every cycle of every IPA would ask twice per namespace only to hear 404. One installed
+/// meanwhile counts from the next cycle after the pause.
+pub const ABSENT_RECHECK: Duration = Duration::from_secs(300);
+
+/// The autoscaler kinds the apiserver did not serve, and until when that answer stands. Shared by every cycle.
+#[derive(Debug, Default)]
+pub struct AbsentKinds {
+    until: Mutex<HashMap<Kind, Instant>>,
+}
+
+impl AbsentKinds {
+    fn known_absent(&self, kind: Kind) -> bool {
+        let until = self.until.lock().unwrap_or_else(PoisonError::into_inner);
+        until.get(&kind).is_some_and(|t| Instant::now() < *t)
+    }
+
+    fn record(&self, kind: Kind, absent: bool) {
+        let mut until = self.until.lock().unwrap_or_else(PoisonError::into_inner);
+        if absent {
+            until.insert(kind, Instant::now() + ABSENT_RECHECK);
+        } else {
+            until.remove(&kind);
         }
     }
 }
@@ -879,7 +896,7 @@ struct Listing<T> {
     items: Vec<T>,
     absent: bool,
     errors: Vec<SourceError>,
-    requests: u32,
+    requests: u64,
 }
 
 async fn list_kind<T: DeserializeOwned + HasMeta + Send>(
@@ -887,13 +904,17 @@ async fn list_kind<T: DeserializeOwned + HasMeta + Send>(
     kind: Kind,
     url_of: impl Fn(&str) -> String,
     namespaces: &BTreeSet<&str>,
+    absent: &AbsentKinds,
 ) -> Listing<T> {
     let mut out = Listing {
         items: Vec::new(),
-        absent: false,
+        absent: absent.known_absent(kind),
         errors: Vec::new(),
         requests: 0,
     };
+    if out.absent {
+        return out;
+    }
     for ns in namespaces {
         match list_all::<T>(client, url_of(ns), Some(ns), &mut out.requests).await {
             Ok(items) => out.items.extend(items),
@@ -920,6 +941,7 @@ async fn list_kind<T: DeserializeOwned + HasMeta + Send>(
             },
         }
     }
+    absent.record(kind, out.absent);
     out
 }
 
@@ -928,7 +950,11 @@ async fn list_kind<T: DeserializeOwned + HasMeta + Send>(
 /// annotation of the target namespaces that an IPA of another namespace names. VPA and KEDA count only where
 /// their CRDs are installed. A list that fails does not stop the cycle: the rest is returned with a
 /// [`SourceError`] per failed list.
-pub async fn read_conflict_sources(client: &Client, namespaces: &BTreeSet<&str>) -> Sources {
+pub async fn read_conflict_sources(
+    client: &Client,
+    namespaces: &BTreeSet<&str>,
+    absent: &AbsentKinds,
+) -> Sources {
     let vpa = vpa_resource();
     let keda = scaled_object_resource();
     let (hpas, vpas, scaled_objects, ipas) = futures::join!(
@@ -937,18 +963,21 @@ pub async fn read_conflict_sources(client: &Client, namespaces: &BTreeSet<&str>)
             Kind::HorizontalPodAutoscaler,
             |ns| HorizontalPodAutoscaler::url_path(&(), Some(ns)),
             namespaces,
+            absent,
         ),
         list_kind::<VpaView>(
             client,
             Kind::VerticalPodAutoscaler,
             |ns| DynamicObject::url_path(&vpa, Some(ns)),
             namespaces,
+            absent,
         ),
         list_kind::<ScaledObjectView>(
             client,
             Kind::ScaledObject,
             |ns| DynamicObject::url_path(&keda, Some(ns)),
             namespaces,
+            absent,
         ),
         async {
             let mut requests = 0;
@@ -957,8 +986,23 @@ pub async fn read_conflict_sources(client: &Client, namespaces: &BTreeSet<&str>)
             (listed, requests)
         },
     );
+    let mut sources = merge(hpas, vpas, scaled_objects);
+    sources.requests += ipas.1;
+    ipas_into(&mut sources, ipas.0);
+    let mut gets = 0;
+    sources.allow_from = read_allow_from(client, &sources, namespaces, &mut gets).await;
+    sources.requests += gets;
+    sources
+}
+
+/// The namespaced lists, as one [`Sources`] (IPAs and `allow-from` still to come).
+fn merge(
+    hpas: Listing<HpaView>,
+    vpas: Listing<VpaView>,
+    scaled_objects: Listing<ScaledObjectView>,
+) -> Sources {
     let mut sources = Sources {
-        requests: hpas.requests + vpas.requests + scaled_objects.requests + ipas.1,
+        requests: hpas.requests + vpas.requests + scaled_objects.requests,
         ..Sources::default()
     };
     for (kind, absent, errors) in [
@@ -978,10 +1022,15 @@ pub async fn read_conflict_sources(client: &Client, namespaces: &BTreeSet<&str>)
     sources.hpas = hpas.items;
     sources.vpas = vpas.items;
     sources.scaled_objects = scaled_objects.items;
-    match ipas.0 {
+    sources
+}
+
+/// Every IPA in the cluster, or the failure to list them. The IPA CRD is this controller's own, so even a 404
+/// is a failure here.
+fn ipas_into(sources: &mut Sources, listed: Result<Vec<IpaView>, kube::Error>) {
+    match listed {
         Ok(items) => sources.ipas = items,
         Err(e) => {
-            // The IPA CRD is this controller's own, so even a 404 is a failure here.
             let failure = match classify(&e) {
                 Outcome::Failed(failure) => failure,
                 Outcome::Absent => ListFailure::Failed,
@@ -994,8 +1043,17 @@ pub async fn read_conflict_sources(client: &Client, namespaces: &BTreeSet<&str>)
             });
         }
     }
-    // Another namespace's IPA acts on a target only if the target's namespace lets it in; read that answer only
-    // where such an IPA exists (rare), as the tenancy check does for the IPA's own targets.
+}
+
+/// The `allow-from` annotation of the target namespaces another namespace's IPA names. Such an IPA acts on a
+/// target only if the target's namespace lets it in; the answer is read only where such an IPA exists (rare),
+/// as the tenancy check does for the IPA's own targets.
+async fn read_allow_from(
+    client: &Client,
+    sources: &Sources,
+    namespaces: &BTreeSet<&str>,
+    requests: &mut u64,
+) -> BTreeMap<String, Option<String>> {
     let claimed: BTreeSet<&str> = sources
         .ipas
         .iter()
@@ -1012,7 +1070,7 @@ pub async fn read_conflict_sources(client: &Client, namespaces: &BTreeSet<&str>)
     let api: Api<Namespace> = Api::all(client.clone());
     let mut allow_from = BTreeMap::new();
     for ns in claimed {
-        sources.requests += 1;
+        *requests += 1;
         let annotation = match api.get_metadata_opt(ns).await {
             Ok(meta) => meta.and_then(|m| {
                 m.metadata
@@ -1027,8 +1085,7 @@ pub async fn read_conflict_sources(client: &Client, namespaces: &BTreeSet<&str>)
         };
         allow_from.insert(ns.to_string(), annotation);
     }
-    sources.allow_from = allow_from;
-    sources
+    allow_from
 }
 
 #[cfg(test)]
@@ -1715,8 +1772,14 @@ mod tests {
         )
         .await?;
         let client = Client::try_from(config)?;
-        let sources = read_conflict_sources(&client, &BTreeSet::from(["default", "locked"])).await;
+        let namespaces = BTreeSet::from(["default", "locked"]);
+        let absent = AbsentKinds::default();
+        let sources = read_conflict_sources(&client, &namespaces, &absent).await;
+        // The next cycle does not ask again for what is not there: 5 requests, still reported absent.
+        let again = read_conflict_sources(&client, &namespaces, &absent).await;
         server.abort();
+        assert_eq!(again.requests, 5);
+        assert_eq!(again.absent, sources.absent);
 
         let hpas: Vec<&str> = sources
             .hpas

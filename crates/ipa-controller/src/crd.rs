@@ -143,16 +143,16 @@ impl Mode {
 
 /// How a change of requests/limits reaches a target's pods (replicas are not affected): `Template` (the default),
 /// `InPlace`, `InPlaceOrRecreate` or `"Off"` (quoted: YAML 1.1 reads a bare Off as false). A group's own value
-/// overrides the IPA's. This version serves `InPlaceOrRecreate` as `InPlace`: a pod the node cannot resize is
-/// reported, not yet recreated (docs/operator.md, Update modes).
+/// overrides the IPA's. Under both in-place modes the admission webhook gives new pods the current size
+/// (docs/operator.md, Update modes and The admission webhook).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub enum UpdateMode {
     /// Resize the running pods through `pods/resize`; never restart one. A resize the node cannot fit stays
     /// pending, and a condition says so.
     InPlace,
-    /// Resize in place; a pod whose node reports the resize `Infeasible`, or keeps it `Deferred` past a
-    /// timeout, is evicted (respecting PodDisruptionBudgets, never the last ready replica) and recreated at the
-    /// new size.
+    /// Resize in place; a pod whose node reports the resize `Infeasible`, or keeps it `Deferred` for 5
+    /// minutes, is evicted, one at a time (respecting PodDisruptionBudgets, never the last ready replica), and
+    /// recreated at the new size.
     InPlaceOrRecreate,
     /// Patch the Deployment's pod template: a rolling update of every pod (the seed's behaviour).
     #[default]
@@ -286,6 +286,11 @@ pub struct GroupStatus {
     /// Requests/limits after the guardrails; empty when resources stay as they are.
     #[serde(default)]
     pub desired_resources: Vec<ContainerResources>,
+    /// In-place targets: the requests/limits the running pods are brought to, which the admission webhook gives
+    /// new pods at creation. Empty for other update modes, in `Recommend` mode, and where another autoscaler owns
+    /// the resources.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pod_resources: Vec<ContainerResources>,
     /// `llm`, `builtin` or `fallback`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<Source>,
@@ -330,6 +335,15 @@ pub struct ResourceValues {
     pub memory: Option<Bytes>,
 }
 
+impl From<ResourceValues> for ipa_core::Resources {
+    fn from(r: ResourceValues) -> Self {
+        Self {
+            cpu: r.cpu,
+            memory: r.memory,
+        }
+    }
+}
+
 impl From<ipa_core::Resources> for ResourceValues {
     fn from(r: ipa_core::Resources) -> Self {
         Self {
@@ -355,6 +369,9 @@ pub struct GuardStateStatus {
     /// The advisor's replica floor for the current interval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub floor: Option<ipa_core::Floor>,
+    /// While the serving pods are grown in place ahead of new replicas: the size they return to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<Vec<ContainerResources>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
@@ -385,6 +402,15 @@ impl From<&GuardStateStatus> for GuardState {
                 .collect(),
             last_resize_at: s.last_resize_at,
             floor: s.floor,
+            bridge: s.bridge.as_ref().map(|b| {
+                b.iter()
+                    .map(|c| ipa_core::ContainerRecommendation {
+                        name: c.name.clone(),
+                        requests: c.requests.into(),
+                        limits: c.limits.into(),
+                    })
+                    .collect()
+            }),
         }
     }
 }
@@ -405,6 +431,15 @@ impl From<&GuardState> for GuardStateStatus {
                 .collect(),
             last_resize_at: s.last_resize_at,
             floor: s.floor,
+            bridge: s.bridge.as_ref().map(|b| {
+                b.iter()
+                    .map(|c| ContainerResources {
+                        name: c.name.clone(),
+                        requests: c.requests.into(),
+                        limits: c.limits.into(),
+                    })
+                    .collect()
+            }),
         }
     }
 }
@@ -747,6 +782,14 @@ spec:
                 until: 60,
                 for_shrink: false,
             }),
+            bridge: Some(vec![ipa_core::ContainerRecommendation {
+                name: "app".into(),
+                requests: ipa_core::Resources {
+                    cpu: Some(ipa_core::CpuMillis(250)),
+                    memory: None,
+                },
+                limits: ipa_core::Resources::default(),
+            }]),
         };
         let status = GuardStateStatus::from(&state);
         assert_eq!(GuardState::from(&status), state);

@@ -38,6 +38,8 @@ pub enum Error {
     LostLeadership,
     #[error("could not build an http client")]
     Http(#[source] reqwest::Error),
+    #[error("admission webhook certificates: {0}")]
+    Certificate(String),
 }
 
 impl Error {
@@ -57,6 +59,7 @@ impl Error {
             Self::Lease(_) => "lease",
             Self::LostLeadership => "lost_leadership",
             Self::Http(_) => "http",
+            Self::Certificate(_) => "certificate",
         }
     }
 

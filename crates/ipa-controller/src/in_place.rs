@@ -85,6 +85,10 @@ pub struct PodView {
     pub pending: Option<ResizeCondition>,
     /// `PodResizeInProgress`, when true.
     pub in_progress: Option<ResizeCondition>,
+    /// Unix seconds of its creation.
+    pub created: Option<i64>,
+    /// It carries the admission webhook's annotation: the webhook saw it at creation.
+    pub admitted: bool,
 }
 
 fn resources(map: Option<&std::collections::BTreeMap<String, Quantity>>) -> Resources {
@@ -95,7 +99,8 @@ fn resources(map: Option<&std::collections::BTreeMap<String, Quantity>>) -> Reso
     }
 }
 
-fn sizes(r: &k8s_openapi::api::core::v1::ResourceRequirements) -> Sizes {
+/// The CPU and memory requests/limits of a container's `resources`.
+pub fn pod_sizes(r: &k8s_openapi::api::core::v1::ResourceRequirements) -> Sizes {
     Sizes {
         requests: resources(r.requests.as_ref()),
         limits: resources(r.limits.as_ref()),
@@ -142,16 +147,26 @@ impl PodView {
                 .iter()
                 .map(|c| PodContainer {
                     name: c.name.clone(),
-                    spec: c.resources.as_ref().map(sizes).unwrap_or_default(),
+                    spec: c.resources.as_ref().map(pod_sizes).unwrap_or_default(),
                     actual: statuses
                         .iter()
                         .find(|s| s.name == c.name)
                         .and_then(|s| s.resources.as_ref())
-                        .map(sizes),
+                        .map(pod_sizes),
                 })
                 .collect(),
             pending: condition(RESIZE_PENDING).map(resize_condition),
             in_progress: condition(RESIZE_IN_PROGRESS).map(resize_condition),
+            created: pod
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.as_second()),
+            admitted: pod
+                .metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(crate::webhook::admission::ANNOTATION)),
         })
     }
 
@@ -381,6 +396,51 @@ pub fn plan(desired: &[ContainerRecommendation], pods: &[PodView]) -> ResizePlan
     result
 }
 
+/// How long a resize may stay `Deferred` before `InPlaceOrRecreate` recreates its pod: the node retries a
+/// deferred resize whenever room frees up, so a short wait often suffices, but not forever.
+pub const DEFERRED_TIMEOUT_SECS: i64 = 300;
+
+/// True when the pod's node will not get it to the desired size: `Infeasible`, or `Deferred` for
+/// [`DEFERRED_TIMEOUT_SECS`].
+pub fn stuck(state: &PodState, now: i64) -> bool {
+    match state {
+        PodState::Infeasible { .. } => true,
+        PodState::Deferred { since, .. } => {
+            since.is_some_and(|s| now.saturating_sub(s) >= DEFERRED_TIMEOUT_SECS)
+        }
+        _ => false,
+    }
+}
+
+/// The pod `InPlaceOrRecreate` evicts now, so its ReplicaSet recreates it at the new size (the admission
+/// webhook sizes it, and the scheduler finds it a node that fits): the stuck pod (see [`stuck`]) stuck longest.
+/// One at a time: none while any pod of the target is terminating or not ready (an earlier eviction's
+/// replacement is still starting). Never the last ready replica: there must be another ready pod. The eviction
+/// itself respects PodDisruptionBudgets.
+pub fn to_recreate(outcomes: &[PodOutcome], now: i64) -> Option<&PodOutcome> {
+    let settling = outcomes
+        .iter()
+        .any(|o| matches!(o.state, PodState::Terminating) || !o.ready);
+    if settling {
+        return None;
+    }
+    let since = |o: &PodOutcome| match &o.state {
+        PodState::Infeasible { since, .. } | PodState::Deferred { since, .. } => {
+            since.unwrap_or(now)
+        }
+        _ => now,
+    };
+    let candidate = outcomes
+        .iter()
+        .filter(|o| stuck(&o.state, now))
+        .min_by_key(|o| since(o))?;
+    let other_ready = outcomes
+        .iter()
+        .filter(|o| o.ready && o.uid != candidate.uid)
+        .count();
+    (other_ready > 0).then_some(candidate)
+}
+
 /// How the apiserver answered one resize.
 #[derive(Debug)]
 pub enum ResizeOutcome {
@@ -493,6 +553,8 @@ mod tests {
             }],
             pending: None,
             in_progress: None,
+            created: None,
+            admitted: false,
         }
     }
 
@@ -725,5 +787,63 @@ mod tests {
             })
         );
         Ok(())
+    }
+
+    fn outcome(name: &str, ready: bool, state: PodState) -> PodOutcome {
+        PodOutcome {
+            pod: name.into(),
+            uid: format!("uid-{name}"),
+            ready,
+            state,
+        }
+    }
+
+    fn infeasible(since: i64) -> PodState {
+        PodState::Infeasible {
+            since: Some(since),
+            message: "too big".into(),
+        }
+    }
+
+    #[test]
+    fn recreation_takes_the_longest_stuck_pod_one_at_a_time_never_the_last_ready() {
+        let now = 10_000;
+        let name = |o: Option<&PodOutcome>| o.map(|o| o.pod.clone());
+        let deferred = |since: i64| PodState::Deferred {
+            since: Some(since),
+            message: "no room".into(),
+        };
+        let at_size = outcome("c", true, PodState::AtSize);
+        // The longest-infeasible pod first.
+        let pods = [
+            outcome("a", true, infeasible(now - 10)),
+            outcome("b", true, infeasible(now - 60)),
+            at_size.clone(),
+        ];
+        assert_eq!(name(to_recreate(&pods, now)), Some("b".into()));
+        // Deferred only past the timeout.
+        let pods = [outcome("a", true, deferred(now - 10)), at_size.clone()];
+        assert_eq!(name(to_recreate(&pods, now)), None);
+        let pods = [
+            outcome("a", true, deferred(now - DEFERRED_TIMEOUT_SECS)),
+            at_size.clone(),
+        ];
+        assert_eq!(name(to_recreate(&pods, now)), Some("a".into()));
+        // One at a time: not while an earlier one is terminating or its replacement is not ready yet.
+        let pods = [
+            outcome("a", true, infeasible(now - 10)),
+            outcome("b", false, PodState::Terminating),
+        ];
+        assert_eq!(name(to_recreate(&pods, now)), None);
+        let pods = [
+            outcome("a", true, infeasible(now - 10)),
+            outcome("new", false, PodState::AtSize),
+        ];
+        assert_eq!(name(to_recreate(&pods, now)), None);
+        // Never the last ready replica.
+        let pods = [outcome("a", true, infeasible(now - 10))];
+        assert_eq!(name(to_recreate(&pods, now)), None);
+        // Nothing stuck, nothing to do.
+        assert_eq!(name(to_recreate(&[at_size], now)), None);
     }
 }

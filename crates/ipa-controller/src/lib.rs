@@ -22,6 +22,7 @@ pub mod server;
 pub mod summarize;
 pub mod tenancy;
 pub mod urls;
+pub mod webhook;
 pub mod write;
 
 use std::net::SocketAddr;
@@ -42,7 +43,7 @@ pub use crd::{IPA, IpaSpec, IpaStatus};
 pub use error::Error;
 pub use http::http_client;
 
-fn duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn duration(text: &str) -> Result<Duration, String> {
     crd::parse_duration(text).map(Duration::from)
 }
 
@@ -116,6 +117,8 @@ pub struct ControllerArgs {
     /// controller's `IPA_AGENT_TOKEN` environment variable is sent only to this agent.
     #[arg(long, env = "IPA_AGENT_URL")]
     pub agent_url: Option<String>,
+    #[command(flatten)]
+    pub webhook: webhook::WebhookArgs,
 }
 
 /// Waits for SIGINT or SIGTERM.
@@ -186,6 +189,9 @@ pub async fn run_until(
         .map_err(Error::kube(
             "listing IPAs (is the CRD installed? `ipa crd | kubectl apply -f -`)",
         ))?;
+    // Every replica serves the webhook, the standbys too: the apiserver calls whichever the Service picks.
+    let scope = (args.lease_namespace.as_str(), args.namespace.as_deref());
+    let webhook = webhook::start(client.clone(), &args.webhook, scope, shutdown_rx.clone());
     ready.store(true, Ordering::Relaxed);
     let identity = args
         .identity
@@ -200,7 +206,9 @@ pub async fn run_until(
     } else {
         None
     };
-    let ctx = Arc::new(context(client, &args, metrics, identity)?);
+    let mut ctx = context(client, &args, metrics, identity)?;
+    ctx.webhook = webhook;
+    let ctx = Arc::new(ctx);
     info!("controller running");
     Controller::new(ipas, watcher::Config::default())
         .with_config(controller::Config::default().concurrency(args.concurrency.max(1)))
@@ -354,6 +362,7 @@ fn context(
     );
     Ok(reconcile::Context {
         advisories: Arc::default(),
+        absent_kinds: Arc::default(),
         ca_clients: Arc::default(),
         client,
         recorder,
@@ -362,6 +371,7 @@ fn context(
         metrics,
         urls,
         install_token,
+        webhook: None,
         settings: reconcile::Settings {
             stats_window: args.window.as_secs().max(30),
             history: args.history.as_secs().max(args.window.as_secs()),

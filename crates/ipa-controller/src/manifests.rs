@@ -43,6 +43,16 @@ const AGENT: &str = "ipa-agent";
 /// The Secret with the agent's bearer token (key `token`).
 pub const AGENT_TOKEN_SECRET: &str = "ipa-agent-token";
 const AGENT_PORT: u16 = 8000;
+/// The admission webhook: its configuration (which the controller writes the `caBundle` of), Service, port,
+/// and the Secret with its certificates.
+pub const WEBHOOK_CONFIGURATION: &str = "ipa-controller";
+const WEBHOOK_SERVICE: &str = "ipa-controller-webhook";
+const WEBHOOK_SECRET: &str = "ipa-controller-webhook-tls";
+const WEBHOOK_PORT: u16 = 9443;
+/// The name of the one webhook in the configuration.
+pub const WEBHOOK_NAME: &str = "pods.ipa.shafinhasnat.me";
+/// Seconds the apiserver waits for the webhook before creating the pod without it.
+pub const WEBHOOK_TIMEOUT_SECONDS: u32 = 3;
 
 /// 32 random bytes from the OS, hex-encoded.
 fn random_token() -> Result<String, Error> {
@@ -65,10 +75,12 @@ fn labels(component: &str) -> Value {
 
 /// The rules the controller needs, and no more: read its CRs and write their status; read, scale and patch
 /// Deployments; list ReplicaSets and pods (metadata, for pod → Deployment; in full, for in-place resizes) and
-/// Events; resize pods in place (`pods/resize`, which can change nothing but a pod's requests and limits); publish
-/// Events; read a target Namespace's `ipa.shafinhasnat.me/allow-from` annotation (cross-namespace opt-in); list the
-/// other autoscalers that may act on a target (HPAs, and VPAs and KEDA ScaledObjects where installed), so IPA
-/// leaves their side alone. Rules for CRDs that are not installed are harmless.
+/// Events; resize pods in place (`pods/resize`, which can change nothing but a pod's requests and limits); evict a
+/// pod whose node cannot fit its resize (`updateMode: InPlaceOrRecreate`; an eviction respects
+/// PodDisruptionBudgets, a delete would not); publish Events; read a target Namespace's
+/// `ipa.shafinhasnat.me/allow-from` annotation (cross-namespace opt-in); list the other autoscalers that may act on
+/// a target (HPAs, and VPAs and KEDA ScaledObjects where installed), so IPA leaves their side alone; write the
+/// `caBundle` of its own webhook configuration, and no other. Rules for CRDs that are not installed are harmless.
 pub fn controller_rules() -> Value {
     json!([
         { "apiGroups": ["ipa.shafinhasnat.me"], "resources": ["ipas"], "verbs": ["get", "list", "watch"] },
@@ -78,12 +90,71 @@ pub fn controller_rules() -> Value {
         { "apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["list"] },
         { "apiGroups": [""], "resources": ["pods", "events"], "verbs": ["list"] },
         { "apiGroups": [""], "resources": ["pods/resize"], "verbs": ["patch"] },
+        { "apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"] },
         { "apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"] },
         { "apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"] },
         { "apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": ["list"] },
         { "apiGroups": ["autoscaling.k8s.io"], "resources": ["verticalpodautoscalers"], "verbs": ["list"] },
-        { "apiGroups": ["keda.sh"], "resources": ["scaledobjects"], "verbs": ["list"] }
+        { "apiGroups": ["keda.sh"], "resources": ["scaledobjects"], "verbs": ["list"] },
+        { "apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
+          "resourceNames": [WEBHOOK_CONFIGURATION], "verbs": ["get", "patch"] }
     ])
+}
+
+/// The rules the controller needs in its own namespace: its Lease, and the Secret with the webhook's
+/// certificates (created once, then read and replaced on rotation; `create` cannot be limited to a name).
+pub fn controller_namespace_rules() -> Value {
+    json!([
+        { "apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+          "verbs": ["get", "list", "watch", "create", "patch", "update"] },
+        { "apiGroups": [""], "resources": ["secrets"], "verbs": ["create"] },
+        { "apiGroups": [""], "resources": ["secrets"], "resourceNames": [WEBHOOK_SECRET], "verbs": ["get", "update"] }
+    ])
+}
+
+/// The webhook configuration: Pod CREATE only; `failurePolicy: Ignore` and a short timeout, so a webhook that is
+/// down costs a pod its size at birth, never its creation; only pods of Deployments (`pod-template-hash`) outside
+/// the system namespaces and the controller's own, so the webhook sees only pods it might size and never the
+/// controller's. `client_config` is where the apiserver calls (a Service, or a URL on a test bed).
+pub fn webhook_configuration(
+    name: &str,
+    client_config: Value,
+    exclude_namespaces: &[&str],
+) -> Value {
+    json!({ "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+            "metadata": { "name": name, "labels": labels("controller") },
+            "webhooks": [{
+                "name": WEBHOOK_NAME,
+                "admissionReviewVersions": ["v1"],
+                "sideEffects": "None",
+                "failurePolicy": "Ignore",
+                "timeoutSeconds": WEBHOOK_TIMEOUT_SECONDS,
+                "reinvocationPolicy": "Never",
+                "matchPolicy": "Equivalent",
+                "clientConfig": client_config,
+                "rules": [{ "operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                            "resources": ["pods"], "scope": "Namespaced" }],
+                "objectSelector": { "matchExpressions": [{ "key": "pod-template-hash", "operator": "Exists" }] },
+                "namespaceSelector": { "matchExpressions": [{ "key": "kubernetes.io/metadata.name",
+                    "operator": "NotIn", "values": exclude_namespaces }] }
+            }] })
+}
+
+/// The webhook's Service and configuration as install.yaml has them.
+fn webhook_objects(ns: &str) -> Vec<Value> {
+    let service = json!({ "service": { "name": WEBHOOK_SERVICE, "namespace": ns,
+                                        "path": crate::webhook::PATH, "port": 443 } });
+    vec![
+        json!({ "apiVersion": "v1", "kind": "Service",
+                "metadata": { "name": WEBHOOK_SERVICE, "namespace": ns, "labels": labels("controller") },
+                "spec": { "selector": labels("controller"),
+                          "ports": [{ "name": "webhook", "port": 443, "targetPort": "webhook" }] } }),
+        webhook_configuration(
+            WEBHOOK_CONFIGURATION,
+            service,
+            &["kube-system", "kube-public", "kube-node-lease", ns],
+        ),
+    ]
 }
 
 fn security_context() -> Value {
@@ -114,6 +185,7 @@ fn objects(o: &ManifestOptions) -> Result<Vec<Value>, Error> {
     ];
     objects.extend(controller_rbac(ns));
     objects.push(controller_deployment(o));
+    objects.extend(webhook_objects(ns));
     objects.extend(agent_objects(o));
     objects.push(token_secret);
     objects.push(agent_network_policy(ns));
@@ -133,12 +205,11 @@ fn controller_rbac(ns: &str) -> Vec<Value> {
                 "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": CONTROLLER },
                 "subjects": [{ "kind": "ServiceAccount", "name": CONTROLLER, "namespace": ns }] }),
         json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-                "metadata": { "name": "ipa-controller-leader-election", "namespace": ns, "labels": labels("controller") },
-                "rules": [{ "apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-                            "verbs": ["get", "list", "watch", "create", "patch", "update"] }] }),
+                "metadata": { "name": CONTROLLER, "namespace": ns, "labels": labels("controller") },
+                "rules": controller_namespace_rules() }),
         json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                "metadata": { "name": "ipa-controller-leader-election", "namespace": ns, "labels": labels("controller") },
-                "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "ipa-controller-leader-election" },
+                "metadata": { "name": CONTROLLER, "namespace": ns, "labels": labels("controller") },
+                "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": CONTROLLER },
                 "subjects": [{ "kind": "ServiceAccount", "name": CONTROLLER, "namespace": ns }] }),
     ]
 }
@@ -158,14 +229,16 @@ fn controller_deployment(o: &ManifestOptions) -> Value {
                         "containers": [{
                             "name": "controller",
                             "image": o.image,
-                            "args": ["controller", "--metrics-listen=0.0.0.0:8080", "--leader-election", agent_url],
+                            "args": ["controller", "--metrics-listen=0.0.0.0:8080", "--leader-election", agent_url,
+                                     format!("--webhook-listen=0.0.0.0:{WEBHOOK_PORT}")],
                             "env": [
                                 { "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } },
                                 { "name": "POD_NAMESPACE", "valueFrom": { "fieldRef": { "fieldPath": "metadata.namespace" } } },
                                 { "name": "IPA_LOG_FORMAT", "value": "json" },
                                 token_env()
                             ],
-                            "ports": [{ "name": "metrics", "containerPort": 8080 }],
+                            "ports": [{ "name": "metrics", "containerPort": 8080 },
+                                      { "name": "webhook", "containerPort": WEBHOOK_PORT }],
                             "livenessProbe": { "httpGet": { "path": "/healthz", "port": "metrics" } },
                             "readinessProbe": { "httpGet": { "path": "/readyz", "port": "metrics" } },
                             "resources": { "requests": { "cpu": "50m", "memory": "64Mi" },
@@ -260,10 +333,11 @@ mod tests {
             "kind: Service",
             "kind: Secret",
             "kind: NetworkPolicy",
+            "kind: MutatingWebhookConfiguration",
         ] {
             assert!(yaml.contains(kind), "{kind}");
         }
-        assert_eq!(yaml.matches("\n---\n").count() + 1, 14);
+        assert_eq!(yaml.matches("\n---\n").count() + 1, 16);
         Ok(())
     }
 
@@ -361,6 +435,60 @@ mod tests {
         assert_eq!(verbs_on("pods/resize"), ["patch"]);
         // The pods themselves stay read-only: no update, patch or delete of a whole pod.
         assert_eq!(verbs_on("pods"), ["list"]);
+    }
+
+    #[test]
+    fn the_webhook_never_blocks_pod_creation_and_sees_only_deployment_pods() -> Result<(), Error> {
+        let objects = objects(&ManifestOptions::default())?;
+        let config = objects
+            .iter()
+            .find(|o| o["kind"] == "MutatingWebhookConfiguration")
+            .cloned()
+            .unwrap_or_default();
+        let webhook = &config["webhooks"][0];
+        assert_eq!(webhook["failurePolicy"], "Ignore");
+        assert_eq!(webhook["sideEffects"], "None");
+        assert!(webhook["timeoutSeconds"].as_u64().is_some_and(|t| t <= 5));
+        assert_eq!(webhook["rules"][0]["operations"], json!(["CREATE"]));
+        assert_eq!(webhook["rules"][0]["resources"], json!(["pods"]));
+        assert_eq!(
+            webhook["objectSelector"]["matchExpressions"][0]["key"],
+            "pod-template-hash"
+        );
+        let excluded = &webhook["namespaceSelector"]["matchExpressions"][0]["values"];
+        for ns in ["kube-system", "ipa-system"] {
+            assert!(
+                excluded
+                    .as_array()
+                    .is_some_and(|v| v.iter().any(|x| x == ns)),
+                "{ns}"
+            );
+        }
+        assert!(
+            webhook["clientConfig"].get("caBundle").is_none(),
+            "written at run time"
+        );
+        let rules = controller_rules();
+        let rule = rules
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["resources"][0] == "mutatingwebhookconfigurations")
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(rule["resourceNames"], json!([config["metadata"]["name"]]));
+        assert_eq!(rule["verbs"], json!(["get", "patch"]));
+        Ok(())
+    }
+
+    #[test]
+    fn secrets_only_in_the_controllers_namespace_and_only_its_own_by_name() {
+        let rules = controller_namespace_rules();
+        for rule in rules.as_array().into_iter().flatten() {
+            if rule["resources"][0] == "secrets" && rule["verbs"] != json!(["create"]) {
+                assert_eq!(rule["resourceNames"], json!([WEBHOOK_SECRET]));
+            }
+        }
     }
 
     #[test]

@@ -52,7 +52,7 @@ fn controller_kubeconfig() -> TestResult<std::path::PathBuf> {
 async fn controller_identity(bed: &TestBed) -> TestResult {
     use k8s_openapi::api::authentication::v1::TokenRequest;
     use k8s_openapi::api::core::v1::ServiceAccount;
-    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
     let apply = PatchParams::apply("ipa-e2e").force();
     let namespace: Namespace =
         serde_json::from_value(json!({"metadata": {"name": CONTROLLER_NS}}))?;
@@ -78,6 +78,20 @@ async fn controller_identity(bed: &TestBed) -> TestResult {
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "ipa-e2e-controller"},
         "subjects": [{"kind": "ServiceAccount", "name": CONTROLLER_SA, "namespace": CONTROLLER_NS}]}))?;
     Api::<ClusterRoleBinding>::all(bed.client.clone())
+        .patch("ipa-e2e-controller", &apply, &Patch::Apply(&binding))
+        .await?;
+    // Its namespace's rules (the Lease, the webhook's Secret), as install.yaml's Role has them.
+    let role: Role = serde_json::from_value(json!({
+        "metadata": {"name": "ipa-e2e-controller", "namespace": CONTROLLER_NS},
+        "rules": ipa_controller::manifests::controller_namespace_rules()}))?;
+    Api::<Role>::namespaced(bed.client.clone(), CONTROLLER_NS)
+        .patch("ipa-e2e-controller", &apply, &Patch::Apply(&role))
+        .await?;
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "ipa-e2e-controller", "namespace": CONTROLLER_NS},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "ipa-e2e-controller"},
+        "subjects": [{"kind": "ServiceAccount", "name": CONTROLLER_SA, "namespace": CONTROLLER_NS}]}))?;
+    Api::<RoleBinding>::namespaced(bed.client.clone(), CONTROLLER_NS)
         .patch("ipa-e2e-controller", &apply, &Patch::Apply(&binding))
         .await?;
     let request: TokenRequest =
@@ -1882,7 +1896,20 @@ async fn in_place_mode_resizes_the_running_pod_and_leaves_the_template() -> Test
     bed.create_app(ns, app, Some(resources), None).await?;
     bed.load(ns, app, 4.0, None).await?;
     bed.wait_for_cpu(ns, app, 0.06).await?;
-    let before = identities(&pods_of(&bed, ns, app).await?);
+    // The pod's container status, which the restart count comes from, can lag its CPU series on a busy bed.
+    let before = bed
+        .wait_for_some(
+            "the pod's container status",
+            Duration::from_secs(30),
+            || async {
+                let ids = identities(&pods_of(&bed, ns, app).await?);
+                Ok(
+                    (!ids.is_empty() && ids.values().all(|(_, restarts)| *restarts >= 0))
+                        .then_some(ids),
+                )
+            },
+        )
+        .await?;
     let template = bed.deployment(ns, app).await?;
     let controller = bed.controller(ns);
     let groups = format!(
@@ -1959,6 +1986,577 @@ async fn in_place_mode_resizes_the_running_pod_and_leaves_the_template() -> Test
             .conditions
             .iter()
             .find(|c| c.type_ == "Applied")
+    );
+    controller.assert_running()?;
+    Ok(())
+}
+
+/// A port nothing listens on now (the OS's pick, released).
+fn free_port() -> TestResult<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// install.yaml's webhook configuration, calling `https://127.0.0.1:<port>` (the bed's apiserver runs on this
+/// host) and only for pods in `ns`, so the rest of the bed never waits on it.
+async fn apply_webhook_configuration(bed: &TestBed, ns: &str, port: u16) -> TestResult {
+    use ipa_controller::manifests::{WEBHOOK_CONFIGURATION, webhook_configuration};
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    let url = format!("https://127.0.0.1:{port}{}", ipa_controller::webhook::PATH);
+    let mut config = webhook_configuration(WEBHOOK_CONFIGURATION, json!({ "url": url }), &[]);
+    config["webhooks"][0]["namespaceSelector"] =
+        json!({"matchLabels": {"kubernetes.io/metadata.name": ns}});
+    let config: MutatingWebhookConfiguration = serde_json::from_value(config)?;
+    Api::<MutatingWebhookConfiguration>::all(bed.client.clone())
+        .patch(
+            WEBHOOK_CONFIGURATION,
+            &PatchParams::apply("ipa-e2e").force(),
+            &Patch::Apply(&config),
+        )
+        .await?;
+    Ok(())
+}
+
+async fn delete_webhook_configuration(bed: &TestBed) {
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    let api = Api::<MutatingWebhookConfiguration>::all(bed.client.clone());
+    let _ = api
+        .delete(
+            ipa_controller::manifests::WEBHOOK_CONFIGURATION,
+            &Default::default(),
+        )
+        .await;
+}
+
+/// The first container's CPU request in a pod's spec, and the webhook's annotation.
+fn pod_cpu_and_note(pod: &k8s_openapi::api::core::v1::Pod) -> (Option<String>, Option<String>) {
+    let cpu = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.resources.as_ref())
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("cpu"))
+        .map(|q| q.0.clone());
+    let note = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ipa_controller::webhook::admission::ANNOTATION))
+        .cloned();
+    (cpu, note)
+}
+
+/// The group's `WebhookAvailable` condition: (status, reason).
+fn webhook_condition(s: &IpaStatus) -> Option<(String, String)> {
+    let c = s
+        .groups
+        .first()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "WebhookAvailable")?;
+    Some((c.status.clone(), c.reason.clone()))
+}
+
+/// Issue 12, the admission webhook (`updateMode: InPlace`), on the bed. After a resize in place, a pod the
+/// scale-up creates is born at the new size: the webhook (served by the controller over HTTPS, its `caBundle`
+/// written by the controller) set it and said so in an annotation, and the template is unchanged. Then the
+/// webhook becomes unreachable: the next pod is still created (at the template's size: `failurePolicy:
+/// Ignore`), without the annotation, and the IPA's status says the webhook is unavailable.
+#[tokio::test]
+#[ignore = "needs the test bed (make test)"]
+async fn webhook_sizes_new_pods_and_its_absence_is_reported() -> TestResult {
+    let bed = connect().await?;
+    let (ns, app) = ("ipa-e2e-webhook", "testapp");
+    bed.fresh_namespace(ns).await?;
+    let resources =
+        json!({"requests": {"cpu": "200m", "memory": "80Mi"}, "limits": {"memory": "160Mi"}});
+    bed.create_app(ns, app, Some(resources), None).await?;
+    bed.load(ns, app, 4.0, None).await?;
+    let port = free_port()?;
+    apply_webhook_configuration(&bed, ns, port).await?;
+    let listen = format!("127.0.0.1:{port}");
+    let controller = bed.controller_with(
+        ns,
+        &[
+            "--agent-timeout",
+            "3s",
+            "--webhook-listen",
+            &listen,
+            "--webhook-host",
+            "127.0.0.1",
+        ],
+    );
+    bed.wait_for_cpu(ns, app, 0.06).await?;
+    let template = bed.deployment(ns, app).await?;
+    let groups = |replicas: u32| {
+        format!(
+            "      - deployment: {app}\n        namespace: {ns}\n        minReplicas: {replicas}\n        \
+             maxReplicas: {replicas}\n        minResizeIntervalSeconds: 10\n        updateMode: InPlace\n"
+        )
+    };
+    let manifest = |replicas| policy_manifest(&bed.prometheus, "\"\"", &groups(replicas));
+    bed.apply_ipa(ns, &manifest(1)).await?;
+    bed.load(ns, app, 30.0, None).await?;
+    let started = Instant::now();
+    let size = bed
+        .wait_for_some(
+            "a resize in place, named in status",
+            Duration::from_secs(150),
+            || async {
+                let status = bed.status(ns, "ipa").await?;
+                let named = status
+                    .as_ref()
+                    .and_then(|s| s.groups.first())
+                    .and_then(|g| g.pod_resources.first())
+                    .and_then(|c| c.requests.cpu)
+                    .map(|c| c.to_string())
+                    .filter(|c| c != "200m");
+                let pods = pods_of(&bed, ns, app).await?;
+                let running = pods.first().map(pod_cpu_and_note).and_then(|(cpu, _)| cpu);
+                Ok(named.filter(|n| running.as_ref() == Some(n)))
+            },
+        )
+        .await?;
+    println!("resized in place to {size} after {:.1?}", started.elapsed());
+
+    // Scale-up: the new pod is born at the new size.
+    let started = Instant::now();
+    bed.apply_ipa(ns, &manifest(2)).await?;
+    let (born, note) = bed
+        .wait_for_some(
+            "a second pod, sized at admission",
+            Duration::from_secs(30),
+            || async {
+                let pods = pods_of(&bed, ns, app).await?;
+                Ok(pods
+                    .iter()
+                    .map(pod_cpu_and_note)
+                    .find_map(|(cpu, note)| Some((cpu?, note?))))
+            },
+        )
+        .await?;
+    println!("born at {born} after {:.1?}: {note}", started.elapsed());
+    assert_eq!(born, size, "the new pod's size");
+    assert!(
+        note.starts_with(&format!(
+            "sized by IPA {ns}/ipa: cpuload: requests.cpu 200m→{size}"
+        )),
+        "{note}"
+    );
+    let after = bed.deployment(ns, app).await?;
+    assert_eq!(
+        after.spec.template, template.spec.template,
+        "the template changed"
+    );
+    let status = bed
+        .wait_for_status(
+            ns,
+            "ipa",
+            "WebhookAvailable=True",
+            Duration::from_secs(20),
+            |s| {
+                webhook_condition(s)
+                    .is_some_and(|(status, reason)| status == "True" && reason == "Admitted")
+            },
+        )
+        .await?;
+    println!("  {:?}", webhook_condition(&status));
+
+    // Unreachable: the configuration points at a port nothing listens on.
+    let started = Instant::now();
+    let unreachable = format!(
+        "https://127.0.0.1:{}{}",
+        free_port()?,
+        ipa_controller::webhook::PATH
+    );
+    let patch: json_patch::Patch = serde_json::from_value(
+        json!([{"op": "replace", "path": "/webhooks/0/clientConfig/url", "value": unreachable}]),
+    )?;
+    Api::<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration>::all(
+        bed.client.clone(),
+    )
+    .patch(
+        ipa_controller::manifests::WEBHOOK_CONFIGURATION,
+        &PatchParams::default(),
+        &Patch::<()>::Json(patch),
+    )
+    .await?;
+    bed.apply_ipa(ns, &manifest(3)).await?;
+    let missed = bed
+        .wait_for_some(
+            "a third pod, created without the webhook",
+            Duration::from_secs(30),
+            || async {
+                let pods = pods_of(&bed, ns, app).await?;
+                Ok((pods.len() == 3)
+                    .then(|| {
+                        pods.iter()
+                            .map(pod_cpu_and_note)
+                            .find(|(_, note)| note.is_none())
+                    })
+                    .flatten())
+            },
+        )
+        .await?;
+    println!(
+        "created without the webhook after {:.1?}, cpu {:?}",
+        started.elapsed(),
+        missed.0
+    );
+    let status = bed
+        .wait_for_status(
+            ns,
+            "ipa",
+            "WebhookAvailable=False",
+            Duration::from_secs(20),
+            |s| webhook_condition(s).is_some_and(|(status, _)| status == "False"),
+        )
+        .await?;
+    let ipa_level = condition(&status.conditions, "WebhookAvailable");
+    println!(
+        "  group {:?}; IPA {ipa_level:?}",
+        webhook_condition(&status)
+    );
+    assert_eq!(
+        webhook_condition(&status).map(|c| c.1).as_deref(),
+        Some("WebhookUnavailable")
+    );
+    assert_eq!(ipa_level.map(|c| c.0).as_deref(), Some("False"));
+    // And the pod is resized in place, as before the webhook.
+    bed.wait_for_some(
+        "every pod at the new size",
+        Duration::from_secs(30),
+        || async {
+            let pods = pods_of(&bed, ns, app).await?;
+            let cpus: Vec<Option<String>> = pods.iter().map(|p| pod_cpu_and_note(p).0).collect();
+            Ok(
+                (cpus.len() == 3 && cpus.iter().all(|c| c.as_deref() == Some(size.as_str())))
+                    .then_some(()),
+            )
+        },
+    )
+    .await?;
+    controller.assert_running()?;
+    controller.stop().await?;
+    delete_webhook_configuration(&bed).await;
+    bed.cleanup(ns, &[app]).await;
+    Ok(())
+}
+
+/// A fake node too small for a resize: 500m CPU, tainted so that only pods tolerating it land there.
+const SMALL_NODE: &str = "ipa-e2e-small";
+
+async fn add_small_node(bed: &TestBed) -> TestResult {
+    use k8s_openapi::api::core::v1::Node;
+    let node: Node = serde_json::from_value(json!({
+        "metadata": {"name": SMALL_NODE,
+                     "annotations": {"node.alpha.kubernetes.io/ttl": "0", "kwok.x-k8s.io/node": "fake"},
+                     "labels": {"kubernetes.io/hostname": SMALL_NODE, "kubernetes.io/os": "linux",
+                                "kubernetes.io/arch": "amd64", "type": "kwok", "size": "small"}},
+        "spec": {"taints": [{"key": "ipa-e2e/small", "effect": "NoSchedule"}]},
+        "status": {"allocatable": {"cpu": "500m", "memory": "16Gi", "pods": "110"},
+                   "capacity": {"cpu": "500m", "memory": "16Gi", "pods": "110"}}}))?;
+    let nodes = Api::<Node>::all(bed.client.clone());
+    let apply = PatchParams::apply("ipa-e2e").force();
+    nodes
+        .patch(SMALL_NODE, &apply, &Patch::Apply(&node))
+        .await?;
+    // Ready before the app is created: the scheduler only prefers it, and places pods elsewhere until then.
+    bed.wait_for_some("the small node ready", Duration::from_secs(30), || async {
+        let node = nodes.get(SMALL_NODE).await?;
+        let ready = node
+            .status
+            .and_then(|s| s.conditions)
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        Ok(ready.then_some(()))
+    })
+    .await
+}
+
+async fn delete_small_node(bed: &TestBed) {
+    let api = Api::<k8s_openapi::api::core::v1::Node>::all(bed.client.clone());
+    let _ = api.delete(SMALL_NODE, &Default::default()).await;
+}
+
+/// The test app with two replicas that prefer (and tolerate) the small node.
+async fn create_app_on_the_small_node(bed: &TestBed, ns: &str, app: &str) -> TestResult {
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": app, "labels": {"app": app}},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": app}},
+                 "template": {"metadata": {"labels": {"app": app}}, "spec": {
+                     "containers": [{"name": "cpuload", "image": "shafinhasnat/cpuload",
+                                     "resources": {"requests": {"cpu": "200m", "memory": "80Mi"},
+                                                   "limits": {"memory": "160Mi"}}}],
+                     "tolerations": [{"key": "ipa-e2e/small", "operator": "Exists", "effect": "NoSchedule"}],
+                     "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                         {"weight": 100, "preference": {"matchExpressions": [
+                             {"key": "size", "operator": "In", "values": ["small"]}]}}]}}}}}}))?;
+    Api::<Deployment>::namespaced(bed.client.clone(), ns)
+        .create(&Default::default(), &deployment)
+        .await?;
+    Ok(())
+}
+
+/// The group's `Applied` condition: (status, reason, message).
+fn applied(s: &IpaStatus) -> Option<(String, String, String)> {
+    let c = s
+        .groups
+        .first()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Applied")?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Issue 12, a resize the node cannot fit. Two pods run on a 500m-CPU node; the load wants more than that per
+/// pod. Under `InPlace` the node's `Infeasible` is reported (`Applied` = `ResizeInfeasible`, naming the pods)
+/// and the pods are left as they are. Switched to `InPlaceOrRecreate`, they are evicted one at a time — never
+/// both gone before a replacement is ready — and their replacements are born at the new size (the webhook),
+/// which only a bigger node fits.
+#[tokio::test]
+#[ignore = "needs the test bed (make test)"]
+async fn a_resize_the_node_cannot_fit_is_left_in_place_and_recreated_under_in_place_or_recreate()
+-> TestResult {
+    let bed = connect().await?;
+    let (ns, app) = ("ipa-e2e-recreate", "testapp");
+    bed.fresh_namespace(ns).await?;
+    add_small_node(&bed).await?;
+    create_app_on_the_small_node(&bed, ns, app).await?;
+    bed.load(ns, app, 30.0, None).await?;
+    let port = free_port()?;
+    apply_webhook_configuration(&bed, ns, port).await?;
+    let listen = format!("127.0.0.1:{port}");
+    let controller = bed.controller_with(
+        ns,
+        &[
+            "--agent-timeout",
+            "3s",
+            "--webhook-listen",
+            &listen,
+            "--webhook-host",
+            "127.0.0.1",
+        ],
+    );
+    let originals = bed
+        .wait_for_some(
+            "two running pods on the small node",
+            Duration::from_secs(60),
+            || async {
+                let pods = pods_of(&bed, ns, app).await?;
+                let on_small = pods.iter().filter(|p| {
+                    p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(SMALL_NODE)
+                        && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                });
+                Ok((on_small.count() == 2).then(|| identities(&pods)))
+            },
+        )
+        .await?;
+    bed.wait_for_cpu(ns, app, 0.3).await?;
+    let groups = |mode: &str| {
+        format!(
+            "      - deployment: {app}\n        namespace: {ns}\n        minReplicas: 2\n        \
+             maxReplicas: 2\n        minResizeIntervalSeconds: 10\n        updateMode: {mode}\n"
+        )
+    };
+    let manifest = |mode| policy_manifest(&bed.prometheus, "\"\"", &groups(mode));
+    let started = Instant::now();
+    bed.apply_ipa(ns, &manifest("InPlace")).await?;
+    let status = bed
+        .wait_for_status(
+            ns,
+            "ipa",
+            "Applied=ResizeInfeasible",
+            Duration::from_secs(120),
+            |s| applied(s).is_some_and(|(_, reason, _)| reason == "ResizeInfeasible"),
+        )
+        .await?;
+    println!(
+        "InPlace after {:.1?}: {:?}",
+        started.elapsed(),
+        applied(&status)
+    );
+    let message = applied(&status).map(|a| a.2).unwrap_or_default();
+    assert!(
+        message.contains("infeasible") && message.contains("InPlace leaves them"),
+        "{message}"
+    );
+    // Another cycle later the pods are still the same, unrestarted.
+    tokio::time::sleep(Duration::from_secs(INTERVAL)).await;
+    assert_eq!(
+        identities(&pods_of(&bed, ns, app).await?),
+        originals,
+        "InPlace recreated or restarted a pod"
+    );
+
+    let started = Instant::now();
+    bed.apply_ipa(ns, &manifest("InPlaceOrRecreate")).await?;
+    let size = status.groups[0].pod_resources[0]
+        .requests
+        .cpu
+        .map(|c| c.to_string());
+    // One at a time: at every look, some pod serves, and no second original is gone before a replacement is
+    // ready.
+    let fewest_serving = std::sync::atomic::AtomicUsize::new(usize::MAX);
+    let most_gone_unreplaced = std::sync::atomic::AtomicUsize::new(0);
+    let replacements = bed
+        .wait_for_some(
+            "both pods recreated at the new size",
+            Duration::from_secs(120),
+            || async {
+                use std::sync::atomic::Ordering::Relaxed;
+                let pods = pods_of(&bed, ns, app).await?;
+                let live =
+                    |p: &&k8s_openapi::api::core::v1::Pod| p.metadata.deletion_timestamp.is_none();
+                let original = |p: &&k8s_openapi::api::core::v1::Pod| {
+                    originals.contains_key(p.metadata.name.as_deref().unwrap_or_default())
+                };
+                let serving = pods.iter().filter(live).filter(|p| ready(p)).count();
+                fewest_serving.fetch_min(serving, Relaxed);
+                let originals_live = pods.iter().filter(live).filter(original).count();
+                let new: Vec<_> = pods
+                    .iter()
+                    .filter(|p| !original(p) && ready(p))
+                    .filter(|p| pod_cpu_and_note(p).0 == size)
+                    .cloned()
+                    .collect();
+                if new.is_empty() {
+                    most_gone_unreplaced.fetch_max(2 - originals_live.min(2), Relaxed);
+                }
+                Ok((new.len() == 2 && pods.len() == 2).then_some(new))
+            },
+        )
+        .await?;
+    let (fewest, gone) = (
+        fewest_serving.into_inner(),
+        most_gone_unreplaced.into_inner(),
+    );
+    println!(
+        "  fewest serving pods {fewest}, originals gone before a replacement was ready {gone}"
+    );
+    assert!(fewest >= 1, "no pod served at some point");
+    assert!(
+        gone <= 1,
+        "both originals went before a replacement was ready"
+    );
+    println!(
+        "InPlaceOrRecreate: both recreated after {:.1?}",
+        started.elapsed()
+    );
+    // One eviction per cycle: the controller's `Recreated` Events, one per pod, at different times.
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(bed.client.clone(), ns)
+        .list(&Default::default())
+        .await?;
+    let mut evicted: Vec<(String, String)> = events
+        .items
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("Recreated"))
+        .map(|e| {
+            let at = e
+                .event_time
+                .as_ref()
+                .map(|t| t.0.to_string())
+                .unwrap_or_default();
+            (at, e.note.clone().unwrap_or_default())
+        })
+        .collect();
+    evicted.sort();
+    println!("  evictions: {evicted:?}");
+    assert_eq!(evicted.len(), 2, "{evicted:?}");
+    assert_ne!(evicted[0].0, evicted[1].0, "two evictions at once");
+    for pod in &replacements {
+        let (cpu, note) = pod_cpu_and_note(pod);
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+        println!("  {:?} on {node:?}: {cpu:?}, {note:?}", pod.metadata.name);
+        assert!(
+            note.is_some_and(|n| n.starts_with("sized by IPA")),
+            "born without the webhook"
+        );
+        assert_ne!(node.as_deref(), Some(SMALL_NODE));
+    }
+    controller.assert_running()?;
+    controller.stop().await?;
+    delete_webhook_configuration(&bed).await;
+    bed.cleanup(ns, &[app]).await;
+    delete_small_node(&bed).await;
+    Ok(())
+}
+
+fn ready(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The CPU request of a pod's first container, as its spec says.
+fn pod_cpu_request(pod: &k8s_openapi::api::core::v1::Pod) -> Option<String> {
+    let spec = pod.spec.as_ref()?.containers.first()?;
+    let requests = spec.resources.as_ref()?.requests.as_ref()?;
+    requests.get("cpu").map(|q| q.0.clone())
+}
+
+#[tokio::test]
+#[ignore = "needs the test bed (make test)"]
+async fn in_place_the_serving_pod_carries_a_step_until_the_new_replicas_serve() -> TestResult {
+    let bed = connect().await?;
+    let (ns, app) = ("ipa-e2e-bridge", "testapp");
+    bed.fresh_namespace(ns).await?;
+    // 30 req/s wants ~0.6 cores: about 4.3 pods of 200m at 70 %, within maxReplicas (no growth of the base).
+    let resources =
+        json!({"requests": {"cpu": "200m", "memory": "80Mi"}, "limits": {"memory": "160Mi"}});
+    bed.create_app(ns, app, Some(resources), None).await?;
+    bed.load(ns, app, 4.0, None).await?;
+    bed.wait_for_cpu(ns, app, 0.06).await?;
+    let template = bed.deployment(ns, app).await?;
+    let controller = bed.controller(ns);
+    let groups = format!(
+        "      - deployment: {app}\n        namespace: {ns}\n        minReplicas: 1\n        maxReplicas: 8\n        \
+         updateMode: InPlace\n"
+    );
+    bed.apply_ipa(ns, &policy_manifest(&bed.prometheus, "\"\"", &groups))
+        .await?;
+    bed.load(ns, app, 30.0, None).await?;
+    let grown = bed
+        .wait_for_some(
+            "the serving pod grown in place while new replicas start",
+            Duration::from_secs(120),
+            || async {
+                let pods = pods_of(&bed, ns, app).await?;
+                Ok(pods
+                    .iter()
+                    .find_map(|p| pod_cpu_request(p).filter(|c| c != "200m")))
+            },
+        )
+        .await?;
+    println!("bridged: cpu {grown}");
+    let replicas = bed
+        .wait_for_some(
+            "every pod back at 200m, with the replicas the load needs",
+            Duration::from_secs(120),
+            || async {
+                let pods = pods_of(&bed, ns, app).await?;
+                let d = bed.deployment(ns, app).await?;
+                let replicas = d.spec.replicas.unwrap_or(0);
+                let back = pods
+                    .iter()
+                    .all(|p| pod_cpu_request(p).as_deref() == Some("200m"));
+                Ok((replicas >= 3 && pods.len() == replicas as usize && back).then_some(replicas))
+            },
+        )
+        .await?;
+    println!("replicas {replicas}, every pod at 200m");
+    let after = bed.deployment(ns, app).await?;
+    assert_eq!(
+        after.spec.template, template.spec.template,
+        "the bridge never touches the template"
+    );
+    let status = bed.status(ns, "ipa").await?.ok_or("no status")?;
+    assert!(
+        status.groups[0].guard_state.bridge.is_none(),
+        "the bridge ended: {:?}",
+        status.groups[0].guard_state
     );
     controller.assert_running()?;
     Ok(())

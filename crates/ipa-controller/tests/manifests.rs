@@ -50,6 +50,8 @@ fn install_yaml_passes_server_side_dry_run() -> TestResult {
         "deployment.apps/ipa-controller",
         "deployment.apps/ipa-agent",
         "service/ipa-agent",
+        "service/ipa-controller-webhook",
+        "mutatingwebhookconfiguration.admissionregistration.k8s.io/ipa-controller",
     ] {
         assert!(out.contains(object), "{object} missing from: {out}");
     }

@@ -173,6 +173,7 @@ async fn scale_benchmark() -> TestResult {
     let http = reqwest::Client::new();
     let ctx = Arc::new(Context {
         advisories: Arc::default(),
+        absent_kinds: Arc::default(),
         ca_clients: Arc::default(),
         client: client.clone(),
         recorder: Recorder::new(
@@ -187,6 +188,7 @@ async fn scale_benchmark() -> TestResult {
         metrics: metrics.clone(),
         urls: ipa_controller::urls::UrlPolicy::new(&[], None)?,
         install_token: None,
+        webhook: None,
         settings: Settings {
             stats_window: 300,
             history: 1800,

@@ -11,6 +11,7 @@
 //!
 //! Then one guard layer applies the policy's bounds, stabilization windows, step limits and resource rules.
 
+use crate::bridge;
 use crate::guardrails::{
     ADVICE_HEADROOM, Decision, Floor, GuardState, guard_with_need, plausible_resources,
 };
@@ -41,6 +42,13 @@ pub fn decide(
     state: &GuardState,
     now: i64,
 ) -> Decision {
+    let observed = snapshot;
+    // While the pods are grown in place ahead of new replicas, every rule reads them at their own size.
+    let based = state
+        .bridge
+        .as_deref()
+        .map(|b| bridge::at_base(snapshot, b));
+    let snapshot = based.as_ref().unwrap_or(snapshot);
     let mut notes = Vec::new();
     let mut why = Vec::new();
     let mut state = state.clone();
@@ -75,6 +83,7 @@ pub fn decide(
     let mut decision = guard_with_need(&proposal, snapshot, policy, &state, now, need);
     notes.append(&mut decision.notes);
     decision.notes = notes;
+    bridge::bridge(&mut decision, observed, policy, wanted.as_ref());
     decision
 }
 
@@ -439,6 +448,7 @@ mod tests {
                 scale_events: vec![(t, replicas, replicas)],
                 last_resize_at: Some(t),
                 floor: Some(Floor { replicas, until: t, for_shrink: t % 2 == 0 }),
+                bridge: None,
             };
             for advice in [Advice::None, Advice::Builtin, Advice::Failed("x")] {
                 let d = decide(&s, &p, advice, &state, now);

@@ -31,6 +31,10 @@ pub struct GuardState {
     /// The advisor's replica floor for the current interval (pre-scaling), held by the guard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub floor: Option<Floor>,
+    /// While the running pods are grown in place ahead of new replicas ([`crate::bridge`]): the size they
+    /// return to, which the rules size by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<Vec<ContainerRecommendation>>,
 }
 
 /// A replica floor an advisor set: the fast loop does not go below it until `until` (unix seconds).
@@ -51,6 +55,9 @@ pub struct Decision {
     pub replicas: u32,
     /// Container resources to set; empty when resources stay as they are.
     pub containers: Vec<ContainerRecommendation>,
+    /// Sizes for the pods serving now, in place only, leaving the template and new pods at `containers` (or
+    /// as they are): the [`crate::bridge`] while new replicas start, or its end. Empty: no such resize.
+    pub running: Vec<ContainerRecommendation>,
     pub notes: Vec<GuardrailNote>,
     pub state: GuardState,
     /// What shaped the decision: the built-in rules, a model's advice, or the built-in standing in for a
@@ -116,6 +123,7 @@ pub(crate) fn guard_with_need(
     Decision {
         replicas,
         containers,
+        running: Vec::new(),
         notes,
         state,
         source: proposal.source,

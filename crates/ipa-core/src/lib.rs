@@ -3,6 +3,7 @@
 //! Every other part of IPA stands on this crate: the agent (prompt, reply parser, built-in provider), the
 //! controller (guardrails, fallback recommender) and the simulator (the `ipa` policy runs exactly this code).
 
+pub mod bridge;
 pub mod decide;
 pub mod forecast;
 pub mod guardrails;

@@ -108,6 +108,10 @@ pub struct ResolvedPolicy {
     pub cpu_percentile: f64,
     /// Limit = request × this (for CPU and memory).
     pub limit_ratio: f64,
+    /// The cluster resizes the target's pods in place (update modes `InPlace`, `InPlaceOrRecreate`): the
+    /// fast loop may grow the serving pods while new replicas start ([`crate::bridge`]). From the update mode
+    /// ([`Policy::resolve_for`]), never from a policy field.
+    pub in_place: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -123,7 +127,15 @@ pub const HARD_MAX_REPLICAS: u32 = 10_000;
 pub const DEFAULT_MAX_REPLICAS: u32 = 20;
 
 impl Policy {
+    /// The policy with every default filled in, for a target whose pods are not resized in place.
     pub fn resolve(&self) -> ResolvedPolicy {
+        self.resolve_for(false)
+    }
+
+    /// The policy with every default filled in; `in_place`: the cluster resizes the target's pods in place
+    /// (update modes `InPlace`, `InPlaceOrRecreate`), which the bridge and the scale-down window's default
+    /// depend on.
+    pub fn resolve_for(&self, in_place: bool) -> ResolvedPolicy {
         let min_replicas = self.min_replicas.unwrap_or(1).clamp(1, HARD_MAX_REPLICAS);
         let max_replicas = self
             .max_replicas
@@ -136,10 +148,17 @@ impl Policy {
         let sync_period_seconds = self.sync_period_seconds.unwrap_or(15).clamp(5, 600);
         // HPA's step limits: up max(4 pods, 100 %) per 15 s, down 100 % per 15 s; no scale-up stabilization.
         // The scale-down window is where IPA departs from HPA's fixed 300 s: a pod removed must stay gone for
-        // longer than it takes to bring it back (start-up + one sync period), so the window is twice that —
-        // 90 s for a 30 s start-up — and never under a minute. Holding longer buys nothing the ratio tolerance
-        // does not, and costs every noisy workload the highest load of the last 5 minutes.
-        let down_window = (2 * (startup_seconds + sync_period_seconds)).clamp(60, 300);
+        // longer than it takes to bring its capacity back, so the window is twice that. A new pod takes
+        // start-up + one sync period (90 s for a 30 s start-up, never under a minute); in place the bridge
+        // grows the pods still serving at the next sync, so there it is twice the sync period. Holding longer
+        // buys nothing the ratio tolerance does not, and costs every noisy workload the highest load of the
+        // last 5 minutes.
+        let restore_seconds = if in_place {
+            sync_period_seconds
+        } else {
+            startup_seconds + sync_period_seconds
+        };
+        let down_window = (2 * restore_seconds).clamp(if in_place { 2 * 5 } else { 60 }, 300);
         let rules = |r: Option<ScalingRules>, window: u32, pods: u32, percent: u32| {
             let r = r.unwrap_or_default();
             ResolvedRules {
@@ -178,6 +197,7 @@ impl Policy {
             request_margin: 0.15,
             cpu_percentile: 0.9,
             limit_ratio: 1.5,
+            in_place,
         }
     }
 }
@@ -206,6 +226,27 @@ mod tests {
         assert_eq!(p.sync_period_seconds, 15);
         assert_eq!(p.scale_up.stabilization_window_seconds, 0);
         assert_eq!(p.scale_up.max_pods, 4);
+        assert!(!p.in_place);
+    }
+
+    #[test]
+    fn in_place_the_scale_down_window_is_two_sync_periods_unless_set() {
+        let p = Policy::default().resolve_for(true);
+        assert!(p.in_place);
+        assert_eq!(p.scale_down.stabilization_window_seconds, 30);
+        let set = Policy {
+            scale_down: Some(ScalingRules {
+                stabilization_window_seconds: Some(120),
+                ..ScalingRules::default()
+            }),
+            ..Policy::default()
+        };
+        assert_eq!(
+            set.resolve_for(true)
+                .scale_down
+                .stabilization_window_seconds,
+            120
+        );
     }
 
     #[test]

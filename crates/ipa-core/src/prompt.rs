@@ -273,6 +273,15 @@ fn system_message(snapshot: &MetricsSnapshot, policy: &ResolvedPolicy) -> String
 
 fn user_message(snapshot: &MetricsSnapshot, policy: &ResolvedPolicy) -> String {
     let mut s = String::with_capacity(600);
+    usage_lines(&mut s, snapshot);
+    container_lines(&mut s, snapshot, policy);
+    context_lines(&mut s, snapshot);
+    s.truncate(s.trim_end().len());
+    s
+}
+
+/// The target, its replicas and its usage per pod.
+fn usage_lines(s: &mut String, snapshot: &MetricsSnapshot) {
     let _ = write!(
         s,
         "{}/{} replicas {}",
@@ -284,14 +293,14 @@ fn user_message(snapshot: &MetricsSnapshot, policy: &ResolvedPolicy) -> String {
         let _ = write!(s, " ready {ready}");
     }
     let _ = writeln!(s, ", window {}s", snapshot.window_seconds);
-    stats_line(&mut s, "cpu/pod m", snapshot.cpu_per_pod.as_ref(), 0.001);
+    stats_line(s, "cpu/pod m", snapshot.cpu_per_pod.as_ref(), 0.001);
     stats_line(
-        &mut s,
+        s,
         "mem/pod Mi",
         snapshot.memory_per_pod.as_ref(),
         MIB as f64,
     );
-    stats_line(&mut s, "rps", snapshot.request_rate.as_ref(), 1.0);
+    stats_line(s, "rps", snapshot.request_rate.as_ref(), 1.0);
     if let (Some(cpu), Some(req)) = (snapshot.cpu_per_pod.as_ref(), snapshot.pod_cpu_request())
         && req.0 > 0
     {
@@ -309,6 +318,11 @@ fn user_message(snapshot: &MetricsSnapshot, policy: &ResolvedPolicy) -> String {
             snapshot.restarts, snapshot.oom_kills
         );
     }
+}
+
+/// One line per container (at most [`MAX_CONTAINERS`]): its requests and limits, and its own usage where the
+/// pod has more than one.
+fn container_lines(s: &mut String, snapshot: &MetricsSnapshot, policy: &ResolvedPolicy) {
     // With one container its usage is the per-pod usage above: not worth the tokens twice.
     let per_container_usage = snapshot.containers.len() > 1;
     for c in snapshot.containers.iter().take(MAX_CONTAINERS) {
@@ -349,6 +363,11 @@ fn user_message(snapshot: &MetricsSnapshot, policy: &ResolvedPolicy) -> String {
             snapshot.containers.len() - MAX_CONTAINERS
         );
     }
+}
+
+/// The cluster's free capacity, the inputs that were missing, and the pods' events (as data, never as
+/// instructions).
+fn context_lines(s: &mut String, snapshot: &MetricsSnapshot) {
     let cluster = &snapshot.cluster;
     if cluster.free_cpu.is_some() || cluster.free_memory_bytes.is_some() {
         s.push_str("cluster free:");
@@ -377,8 +396,6 @@ fn user_message(snapshot: &MetricsSnapshot, policy: &ResolvedPolicy) -> String {
         }
         let _ = writeln!(s, "{DATA_CLOSE}");
     }
-    s.truncate(s.trim_end().len());
-    s
 }
 
 /// One series as whole numbers in `unit` (digits are single tokens for many models, so no decimals).

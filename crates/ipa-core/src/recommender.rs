@@ -126,6 +126,22 @@ fn right_size_cpu(
     };
     let current = pod_request.as_cores();
     let capped = sustained / (current * target) > f64::from(policy.max_replicas);
+    if capped && policy.in_place {
+        // In place, a burst past `maxReplicas` is the bridge's (the pods grow while it lasts and shrink after
+        // it): the pods' own size only has to hold the sustained demand on `maxReplicas` pods. Sized for the
+        // burst's peak, as without in-place resize, they would stay grown for a day after it.
+        let needed =
+            CpuMillis::from_cores_f64(sustained / (f64::from(policy.max_replicas) * target))
+                .clamp(policy.min_cpu, policy.max_cpu);
+        if needed > pod_request {
+            why.push(format!(
+                "{sustained:.2} cores sustained need more than maxReplicas {} pods of {pod_request}: pod CPU request → {needed}",
+                policy.max_replicas
+            ));
+            return Some(needed);
+        }
+        return None;
+    }
     if capped {
         // A ramp is met where it is going (CPU's 30 s slope over one reaction time), so pods grow once rather
         // than step by step behind `rate()` (the bed's vertical test saw three resizes for one load step).

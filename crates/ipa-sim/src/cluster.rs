@@ -140,6 +140,10 @@ pub struct Action {
     pub template: Option<PodTemplate>,
     /// Apply the template to running pods without restarting them (in-place resize), where the cluster allows it.
     pub in_place: bool,
+    /// Resize the ready pods of the current template in place to this size, leaving the template (and every
+    /// pod created later) as it is: IPA's bridge while new replicas start. Ignored where the cluster has no
+    /// in-place resize.
+    pub resize_ready: Option<PodTemplate>,
 }
 
 /// Counters from applying actions and reconciling.
@@ -331,6 +335,17 @@ impl Cluster {
                 self.generation += 1;
             }
         }
+        if let Some(size) = action.resize_ready
+            && self.config.in_place_resize
+        {
+            let generation = self.generation;
+            for pod in &mut self.pods {
+                if pod.ready() && pod.generation == generation && pod.template != size {
+                    pod.template = size;
+                    outcome.scale_action = true;
+                }
+            }
+        }
         outcome.resize_restarts = self.reconcile(now);
         outcome
     }
@@ -471,6 +486,36 @@ mod tests {
     }
 
     #[test]
+    fn resizing_the_ready_pods_leaves_the_template_and_starting_pods() {
+        let mut c = Cluster::new(ClusterConfig::default(), 2, template(500), 0.0);
+        let grown = template(1500);
+        let _ = c.apply(
+            &Action {
+                replicas: Some(3),
+                resize_ready: Some(grown),
+                ..Action::default()
+            },
+            0.0,
+        );
+        let out = c.step(15.0, 10.0);
+        let sizes: Vec<(bool, CpuMillis)> = out
+            .pods
+            .iter()
+            .map(|p| (p.ready, p.template.cpu_request))
+            .collect();
+        assert_eq!(
+            sizes,
+            vec![
+                (true, CpuMillis(1500)),
+                (true, CpuMillis(1500)),
+                (false, CpuMillis(500))
+            ]
+        );
+        assert_eq!(c.template().cpu_request, CpuMillis(500));
+        assert!(!c.rollout_in_progress(), "a resize in place is no rollout");
+    }
+
+    #[test]
     fn in_place_resize_restarts_nothing() {
         let mut c = Cluster::new(ClusterConfig::default(), 3, template(1000), 0.0);
         let out = c.apply(
@@ -525,7 +570,7 @@ mod tests {
                 // maxSurge: 25 % of the replicas, rounded up.
                 proptest::prop_assert!(out.total_pods <= c.replicas() + c.replicas().div_ceil(4));
                 let action = if k == resize_at {
-                    Action { template: Some(small), replicas: Some(replicas + 1), in_place: false }
+                    Action { template: Some(small), replicas: Some(replicas + 1), ..Action::default() }
                 } else {
                     Action::default()
                 };

@@ -258,6 +258,22 @@ mod tests {
     }
 
     #[test]
+    fn in_place_the_serving_pods_carry_a_spike_while_new_pods_start() {
+        let w = synthetic(Pattern::Spike, 6.0, &AppModel::default());
+        let mut settings = SimSettings::default();
+        let bridged = run(&w, &settings, PolicyKind::Ipa, false, &mut quiet).score;
+        settings.cluster.in_place_resize = false;
+        let rolled = run(&w, &settings, PolicyKind::Ipa, false, &mut quiet).score;
+        assert!(
+            bridged.slo_violation_minutes < rolled.slo_violation_minutes,
+            "in place {} vs not {}",
+            bridged.slo_violation_minutes,
+            rolled.slo_violation_minutes
+        );
+        assert_eq!(bridged.restarts, 0);
+    }
+
+    #[test]
     fn vpa_with_one_replica_never_resizes() {
         let settings = SimSettings {
             vpa_replicas: 1,

@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the Kubernetes operator.
-    Controller(ipa_controller::ControllerArgs),
+    Controller(Box<ipa_controller::ControllerArgs>),
     /// Run the recommendation agent (HTTP).
     Agent(ipa_agent::AgentArgs),
     /// Replay a trace through one or all policies and write a report.
@@ -65,7 +65,7 @@ fn main() -> ExitCode {
             ipa_sim::cli::bench_with(&args, Some(&agent_advisor::make)).map_err(Into::into)
         }
         Command::Controller(args) => {
-            runtime().and_then(|rt| rt.block_on(ipa_controller::run(args)).map_err(Into::into))
+            runtime().and_then(|rt| rt.block_on(ipa_controller::run(*args)).map_err(Into::into))
         }
         Command::Agent(args) => {
             runtime().and_then(|rt| rt.block_on(ipa_agent::run(args)).map_err(Into::into))

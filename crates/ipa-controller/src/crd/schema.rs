@@ -110,86 +110,10 @@ pub(super) fn group(schema: &mut schemars::Schema) {
         // second, disagreeing source, so the schema does not offer one (the apiserver prunes it).
         properties.remove("intervalSeconds");
         properties.remove("syncPeriodSeconds");
-
         keep_field_descriptions(properties);
-        let subdomain = json!({"minLength": 1, "maxLength": 253, "pattern": DNS_SUBDOMAIN});
-        constrain(properties, "deployment", subdomain.clone(), vec![]);
-        constrain(properties, "ingress", subdomain, vec![]);
-        constrain(
-            properties,
-            "namespace",
-            json!({"minLength": 1, "maxLength": 63, "pattern": DNS_LABEL}),
-            vec![],
-        );
-        if let Some(items) = properties
-            .get_mut("containers")
-            .and_then(|containers| containers.get_mut("items"))
-            .and_then(Value::as_object_mut)
-        {
-            items.extend(object_of(json!({"maxLength": 63, "pattern": DNS_LABEL})));
-        }
-
-        // The bounds `Policy::resolve` clamps to.
-        for (field, minimum, maximum) in [
-            ("minReplicas", json!(1), json!(HARD_MAX_REPLICAS)),
-            ("maxReplicas", json!(1), json!(HARD_MAX_REPLICAS)),
-            ("targetUtilization", json!(0.05), json!(1.0)),
-            ("tolerance", json!(0.0), json!(0.5)),
-            ("resizeThreshold", json!(0.0), json!(10.0)),
-            ("startupSeconds", json!(0), json!(3600)),
-        ] {
-            constrain(
-                properties,
-                field,
-                json!({"minimum": minimum, "maximum": maximum}),
-                vec![],
-            );
-        }
-        for direction in ["scaleUp", "scaleDown"] {
-            if let Some(rules) = properties
-                .get_mut(direction)
-                .and_then(object_variant_mut)
-                .and_then(properties_mut)
-            {
-                for (field, bounds) in [
-                    ("stabilizationWindowSeconds", json!({"maximum": 3600})),
-                    ("maxPods", json!({"minimum": 1})),
-                    ("maxPercent", json!({"minimum": 1})),
-                    ("periodSeconds", json!({"minimum": 1, "maximum": 1800})),
-                ] {
-                    constrain(rules, field, bounds, vec![]);
-                }
-            }
-        }
-
-        for (field, what, at_most, examples) in [
-            ("minCpu", "CPU", "1M", "250m or 2"),
-            ("maxCpu", "CPU", "1M", "250m or 2"),
-            ("minMemory", "memory", "1Ei", "256Mi or 4Gi"),
-            ("maxMemory", "memory", "1Ei", "256Mi or 4Gi"),
-        ] {
-            // The field's doc says what the bound means; the type's (a quantity, how to write one) would be lost.
-            let description = properties
-                .get(field)
-                .and_then(|property| property.get("description"))
-                .and_then(Value::as_str)
-                .map(|doc| json!({"description": format!("{}. A {what} quantity string such as {examples}.", doc.trim_end_matches('.'))}));
-            constrain(
-                properties,
-                field,
-                description.unwrap_or_else(|| json!({})),
-                vec![rule(
-                    &format!(
-                        "isQuantity(self) && quantity(self).compareTo(quantity('0')) >= 0 && \
-                         quantity(self).compareTo(quantity('{at_most}')) <= 0"
-                    ),
-                    &format!(
-                        "{field} must be a {what} quantity from 0 to {at_most}, such as {examples} (quote numbers)"
-                    ),
-                    None,
-                )],
-            );
-        }
+        name_fields(properties);
+        numeric_bounds(properties);
+        quantity_fields(properties);
     }
     add_rules(
         object,
@@ -203,6 +127,93 @@ pub(super) fn group(schema: &mut schemars::Schema) {
             quantity_order("minMemory", "maxMemory", MEMORY_ORDER_MESSAGE),
         ],
     );
+}
+
+/// Kubernetes names: the target, its ingress, its namespace and the managed containers.
+fn name_fields(properties: &mut Map<String, Value>) {
+    let subdomain = json!({"minLength": 1, "maxLength": 253, "pattern": DNS_SUBDOMAIN});
+    constrain(properties, "deployment", subdomain.clone(), vec![]);
+    constrain(properties, "ingress", subdomain, vec![]);
+    constrain(
+        properties,
+        "namespace",
+        json!({"minLength": 1, "maxLength": 63, "pattern": DNS_LABEL}),
+        vec![],
+    );
+    if let Some(items) = properties
+        .get_mut("containers")
+        .and_then(|containers| containers.get_mut("items"))
+        .and_then(Value::as_object_mut)
+    {
+        items.extend(object_of(json!({"maxLength": 63, "pattern": DNS_LABEL})));
+    }
+}
+
+/// The bounds `Policy::resolve` clamps to, for the replica counts, ratios and scaling rules.
+fn numeric_bounds(properties: &mut Map<String, Value>) {
+    for (field, minimum, maximum) in [
+        ("minReplicas", json!(1), json!(HARD_MAX_REPLICAS)),
+        ("maxReplicas", json!(1), json!(HARD_MAX_REPLICAS)),
+        ("targetUtilization", json!(0.05), json!(1.0)),
+        ("tolerance", json!(0.0), json!(0.5)),
+        ("resizeThreshold", json!(0.0), json!(10.0)),
+        ("startupSeconds", json!(0), json!(3600)),
+    ] {
+        constrain(
+            properties,
+            field,
+            json!({"minimum": minimum, "maximum": maximum}),
+            vec![],
+        );
+    }
+    for direction in ["scaleUp", "scaleDown"] {
+        if let Some(rules) = properties
+            .get_mut(direction)
+            .and_then(object_variant_mut)
+            .and_then(properties_mut)
+        {
+            for (field, bounds) in [
+                ("stabilizationWindowSeconds", json!({"maximum": 3600})),
+                ("maxPods", json!({"minimum": 1})),
+                ("maxPercent", json!({"minimum": 1})),
+                ("periodSeconds", json!({"minimum": 1, "maximum": 1800})),
+            ] {
+                constrain(rules, field, bounds, vec![]);
+            }
+        }
+    }
+}
+
+/// CPU and memory bounds: quantity strings within a range, checked by CEL.
+fn quantity_fields(properties: &mut Map<String, Value>) {
+    for (field, what, at_most, examples) in [
+        ("minCpu", "CPU", "1M", "250m or 2"),
+        ("maxCpu", "CPU", "1M", "250m or 2"),
+        ("minMemory", "memory", "1Ei", "256Mi or 4Gi"),
+        ("maxMemory", "memory", "1Ei", "256Mi or 4Gi"),
+    ] {
+        // The field's doc says what the bound means; the type's (a quantity, how to write one) would be lost.
+        let description = properties
+            .get(field)
+            .and_then(|property| property.get("description"))
+            .and_then(Value::as_str)
+            .map(|doc| json!({"description": format!("{}. A {what} quantity string such as {examples}.", doc.trim_end_matches('.'))}));
+        constrain(
+            properties,
+            field,
+            description.unwrap_or_else(|| json!({})),
+            vec![rule(
+                &format!(
+                    "isQuantity(self) && quantity(self).compareTo(quantity('0')) >= 0 && \
+                     quantity(self).compareTo(quantity('{at_most}')) <= 0"
+                ),
+                &format!(
+                    "{field} must be a {what} quantity from 0 to {at_most}, such as {examples} (quote numbers)"
+                ),
+                None,
+            )],
+        );
+    }
 }
 
 /// `status`: the seed's Go controller writes its outcome (`Success` or an error) to `status.status`; without

@@ -4,9 +4,9 @@ use std::collections::{BTreeSet, HashMap};
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace, Pod, Secret};
-use kube::api::ListParams;
 use kube::core::Request;
 use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
 use tracing::warn;
 
 use crate::in_place::PodView;
@@ -59,31 +59,21 @@ fn children_by_owner(items: Vec<MetaOnly>, kind: &str) -> HashMap<String, Vec<St
     by_owner
 }
 
-/// Objects per list page: peak memory is a page, not a namespace.
-const PAGE_SIZE: u32 = 250;
-
-/// Lists every page of `$request`'s collection as slim items, handing each to `$keep`; evaluates to the first
-/// error, if any. (A macro rather than a generic fn over an async closure: such futures are not yet provably
-/// `Send`.)
-macro_rules! paged {
-    ($kube:expr, $request:expr, $metadata_only:expr, $keep:expr $(,)?) => {{
-        let mut keep = $keep;
-        let mut params = ListParams::default().limit(PAGE_SIZE);
-        loop {
-            $kube.metrics.kube_request("list");
-            match slim::list_page($kube.client, &$request, &params, $metadata_only).await {
-                Ok(page) => {
-                    let next = page.metadata.continue_token.filter(|c| !c.is_empty());
-                    page.items.into_iter().for_each(&mut keep);
-                    match next {
-                        Some(token) => params = params.continue_token(&token),
-                        None => break Ok::<(), kube::Error>(()),
-                    }
-                }
-                Err(e) => break Err(e),
-            }
-        }
-    }};
+impl Kube<'_> {
+    /// Lists every page of `request`'s collection as slim items, handing each to `keep`; each page is one API
+    /// request in the metrics.
+    async fn list<T: DeserializeOwned + Send>(
+        self,
+        request: &Request,
+        metadata_only: bool,
+        keep: impl FnMut(T) + Send,
+    ) -> Result<(), kube::Error> {
+        let mut pages = 0;
+        let listed =
+            slim::list_every_page(self.client, request, metadata_only, &mut pages, keep).await;
+        self.metrics.kube_requests_n("list", pages);
+        listed
+    }
 }
 
 /// Whether an object name can belong to one of `deployments`: the Deployment itself, one of its ReplicaSets
@@ -114,22 +104,26 @@ pub async fn read_namespace(
     let mut view = NamespaceView::default();
     let mut found = HashMap::new();
     let deployments = Request::new(Deployment::url_path(&(), Some(ns)));
-    let listed = paged!(kube, deployments, false, |d: DeploymentView| {
-        if targets.contains(d.metadata.name.as_str()) {
-            found.insert(d.metadata.name.clone(), d);
-        }
-    });
+    let listed = kube
+        .list(&deployments, false, |d: DeploymentView| {
+            if targets.contains(d.metadata.name.as_str()) {
+                found.insert(d.metadata.name.clone(), d);
+            }
+        })
+        .await;
     match listed {
         Ok(()) => view.deployments = Some(found),
         Err(e) => view.error = Some(format!("listing deployments in {ns}: {e}")),
     }
     let mut rs_items = Vec::new();
     let replica_sets = Request::new(ReplicaSet::url_path(&(), Some(ns)));
-    let listed = paged!(kube, replica_sets, true, |m: MetaOnly| {
-        if may_belong(&m.metadata.name, targets) {
-            rs_items.push(m);
-        }
-    });
+    let listed = kube
+        .list(&replica_sets, true, |m: MetaOnly| {
+            if may_belong(&m.metadata.name, targets) {
+                rs_items.push(m);
+            }
+        })
+        .await;
     view.replica_sets = listed
         .ok()
         .map(|()| children_by_owner(rs_items, "Deployment"));
@@ -138,11 +132,13 @@ pub async fn read_namespace(
     } else {
         let mut pod_items = Vec::new();
         let pods = Request::new(Pod::url_path(&(), Some(ns)));
-        let listed = paged!(kube, pods, true, |m: MetaOnly| {
-            if may_belong(&m.metadata.name, targets) {
-                pod_items.push(m);
-            }
-        });
+        let listed = kube
+            .list(&pods, true, |m: MetaOnly| {
+                if may_belong(&m.metadata.name, targets) {
+                    pod_items.push(m);
+                }
+            })
+            .await;
         (listed, pod_items, HashMap::new())
     };
     view.pods = listed
@@ -150,15 +146,17 @@ pub async fn read_namespace(
         .map(|()| children_by_owner(pod_items, "ReplicaSet"));
     view.pod_views = pod_views;
     let events = Request::new(CoreEvent::url_path(&(), Some(ns)));
-    let listed = paged!(kube, events, false, |event: EventView| {
-        let object = event.involved_object.name.clone().unwrap_or_default();
-        if may_belong(&object, targets)
-            && event.last_seen() >= events_since
-            && event.reporting_component.as_deref() != Some(MANAGER)
-        {
-            view.events.entry(object).or_default().push(event);
-        }
-    });
+    let listed = kube
+        .list(&events, false, |event: EventView| {
+            let object = event.involved_object.name.clone().unwrap_or_default();
+            if may_belong(&object, targets)
+                && event.last_seen() >= events_since
+                && event.reporting_component.as_deref() != Some(MANAGER)
+            {
+                view.events.entry(object).or_default().push(event);
+            }
+        })
+        .await;
     if let Err(e) = listed {
         warn!(namespace = ns, error = %e, "cannot list events");
     }
@@ -179,19 +177,22 @@ async fn read_full_pods(
 ) {
     let pods = Request::new(Pod::url_path(&(), Some(ns)));
     let (mut items, mut views) = (Vec::new(), HashMap::new());
-    let listed = paged!(kube, pods, false, |pod: Pod| {
-        let Some(view) = PodView::from_pod(&pod).filter(|v| may_belong(&v.name, targets)) else {
-            return;
-        };
-        items.push(MetaOnly {
-            metadata: Meta {
-                name: view.name.clone(),
-                owner_references: owners(pod.metadata.owner_references.as_deref()),
-                ..Meta::default()
-            },
-        });
-        views.insert(view.name.clone(), view);
-    });
+    let listed = kube
+        .list(&pods, false, |pod: Pod| {
+            let Some(view) = PodView::from_pod(&pod).filter(|v| may_belong(&v.name, targets))
+            else {
+                return;
+            };
+            items.push(MetaOnly {
+                metadata: Meta {
+                    name: view.name.clone(),
+                    owner_references: owners(pod.metadata.owner_references.as_deref()),
+                    ..Meta::default()
+                },
+            });
+            views.insert(view.name.clone(), view);
+        })
+        .await;
     if let Err(e) = &listed {
         warn!(namespace = ns, error = %e, "cannot list pods in full; in-place sizes unknown this cycle");
         views.clear();

@@ -77,10 +77,10 @@ pub async fn read(ctx: &Context, ipa: &IPA, frame: Frame) -> Reading {
         (ns.to_string(), view)
     }));
     let queries = queries(ctx, ipa, kube, allowed, frame);
-    let autoscalers = conflicts::read_conflict_sources(&ctx.client, &allowed_namespaces);
+    let autoscalers =
+        conflicts::read_conflict_sources(&ctx.client, &allowed_namespaces, &ctx.absent_kinds);
     let (views, queried, autoscalers) = tokio::join!(lists, queries, autoscalers);
-    ctx.metrics
-        .kube_requests_n("list", u64::from(autoscalers.requests));
+    ctx.metrics.kube_requests_n("list", autoscalers.requests);
     reading.views = views.into_iter().collect();
     reading.queried = queried;
     reading.autoscalers = autoscalers;

@@ -203,6 +203,31 @@ impl EventView {
     }
 }
 
+/// Objects per list page: peak memory is a page, not a namespace.
+pub const PAGE_SIZE: u32 = 250;
+
+/// Lists every page of `request`'s collection as slim items, handing each to `keep`; counts each page asked
+/// for in `pages` (also when a page fails). Stops at the first error.
+pub async fn list_every_page<T: DeserializeOwned + Send>(
+    client: &Client,
+    request: &Request,
+    metadata_only: bool,
+    pages: &mut u64,
+    mut keep: impl FnMut(T) + Send,
+) -> Result<(), kube::Error> {
+    let mut params = ListParams::default().limit(PAGE_SIZE);
+    loop {
+        *pages += 1;
+        let page = list_page::<T>(client, request, &params, metadata_only).await?;
+        let next = page.metadata.continue_token.filter(|c| !c.is_empty());
+        page.items.into_iter().for_each(&mut keep);
+        match next {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(()),
+        }
+    }
+}
+
 /// Fetches one page of `request`'s collection into slim items (`metadata_only`: as `PartialObjectMetadata`).
 pub async fn list_page<T: DeserializeOwned>(
     client: &Client,

@@ -65,8 +65,12 @@ pub struct Context {
     pub urls: UrlPolicy,
     /// The advisory loop's answers not yet used.
     pub advisories: Arc<Advisories>,
+    /// Autoscaler CRDs (VPA, KEDA) the apiserver does not serve, not asked for again for a while.
+    pub absent_kinds: Arc<crate::conflicts::AbsentKinds>,
     /// The token of the agent installed with the controller (`IPA_AGENT_TOKEN`), sent only to that agent.
     pub install_token: Option<String>,
+    /// The admission webhook this process serves, when it does.
+    pub webhook: Option<Arc<crate::webhook::WebhookState>>,
     pub settings: Settings,
 }
 
@@ -208,7 +212,8 @@ async fn decide_and_write(
             .iter()
             .for_each(|n| ctx.metrics.intervention(n.rule));
         warn_new_conflict(ctx, ipa, found, prev).await;
-        let written = write::apply(ctx, found, &plan, now).await;
+        let mut written = write::apply(ctx, found, &plan, now).await;
+        written.webhook = webhook_want(ctx, found, &written, now);
         let served = Served {
             found,
             snapshot,
@@ -219,6 +224,34 @@ async fn decide_and_write(
         outcomes[found.index] = Some(status::served(ipa, served, &summary.metric_errors, now));
     }
     outcomes.into_iter().flatten().collect()
+}
+
+/// Whether an in-place target's new pods are sized at admission (see `webhook::availability`).
+/// `None` for a target whose pods are not sized at admission.
+fn webhook_want(
+    ctx: &Context,
+    found: &summarize::Found,
+    written: &write::Written,
+    now: i64,
+) -> Option<Want> {
+    let target = found.info.target.to_string();
+    let Some(webhook) = ctx.webhook.as_ref() else {
+        let not_served = crate::webhook::availability(false, None, None, &[]);
+        return (!written.pod_size.is_empty()).then_some(not_served);
+    };
+    if written.pod_size.is_empty() {
+        webhook.forget_size(&target);
+        return None;
+    }
+    // Named from this cycle's status on, which is written at the end of the cycle.
+    let sized_since = webhook.sized_since(&target, now);
+    let configured = webhook.configured_since();
+    Some(crate::webhook::availability(
+        true,
+        configured,
+        Some(sized_since),
+        &found.pods,
+    ))
 }
 
 /// A Warning Event when another autoscaler is first seen on a target (not every cycle it stays).

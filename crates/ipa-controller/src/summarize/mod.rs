@@ -71,12 +71,17 @@ impl Summary {
 
 /// The group's resolved policy: the IPA's interval and sync period win over any per-group one (the loops run per
 /// IPA, and the default scale-down window is derived from the sync period).
-pub fn policy_of(group: &IpaGroup, interval: Duration, sync: Duration) -> ResolvedPolicy {
+pub fn policy_of(
+    group: &IpaGroup,
+    interval: Duration,
+    sync: Duration,
+    in_place: bool,
+) -> ResolvedPolicy {
     let seconds = |d: Duration| Some(d.as_secs().min(u64::from(u32::MAX)) as u32);
     let mut policy = group.policy.clone();
     policy.interval_seconds = seconds(interval);
     policy.sync_period_seconds = seconds(sync);
-    policy.resolve()
+    policy.resolve_for(in_place)
 }
 
 pub fn summarize(ipa: &IPA, mut reading: Reading, frame: Frame, settings: Settings) -> Summary {
@@ -138,11 +143,17 @@ fn find<'a>(
         return Err(("NotFound", format!("deployment {ns}/{name} does not exist")));
     };
     let spec = &ipa.spec.metadata;
-    let policy = policy_of(group, spec.interval(), spec.sync_period());
+    let update_mode = spec.update_mode_of(group);
+    // Pods resized in place may carry a load step while new replicas start (`ipa_core::bridge`).
+    let policy = policy_of(
+        group,
+        spec.interval(),
+        spec.sync_period(),
+        update_mode.in_place(),
+    );
     let view = reading.views.get(ns);
     let managed = policy.containers.clone();
     let mut info = target::target_info(group, &deployment, view, managed, events_since);
-    let update_mode = spec.update_mode_of(group);
     let pods: Vec<PodView> = match view {
         Some(v) if update_mode.in_place() => info
             .pods

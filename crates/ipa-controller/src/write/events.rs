@@ -39,6 +39,23 @@ pub async fn changed(
     publish(ctx, event, deployment).await;
 }
 
+/// Something about a Deployment's pods that needs attention (`ResizeInfeasible`, `Recreated`).
+pub async fn warn(
+    ctx: &Context,
+    object: &ObjectReference,
+    (reason, action): (&str, &str),
+    note: &str,
+) {
+    let event = Event {
+        type_: EventType::Warning,
+        reason: reason.into(),
+        note: Some(note.chars().take(NOTE_CHARS).collect()),
+        action: action.into(),
+        secondary: None,
+    };
+    publish(ctx, event, object).await;
+}
+
 /// Something the IPA asked for was refused.
 pub async fn warn_ipa(ctx: &Context, ipa: &IPA, reason: &str, note: &str) {
     let event = Event {

@@ -38,6 +38,10 @@ pub struct Written {
     /// The `Applied` condition.
     pub applied: Want,
     pub failed: bool,
+    /// In-place targets: the size their pods are brought to, which new pods get at admission.
+    pub pod_size: Vec<ContainerRecommendation>,
+    /// In-place targets: the `WebhookAvailable` condition.
+    pub webhook: Option<Want>,
 }
 
 impl Written {
@@ -48,6 +52,8 @@ impl Written {
             changes: Vec::new(),
             applied,
             failed: false,
+            pod_size: Vec::new(),
+            webhook: None,
         }
     }
 }
@@ -63,8 +69,62 @@ fn write_params() -> PatchParams {
 /// Applies one target's plan: replicas first (the fast need), then resources — to the template, or in place
 /// to the running pods.
 pub async fn apply(ctx: &Context, found: &Found, plan: &Plan, now: i64) -> Written {
+    let pod_size = pod_size(found, plan);
+    let mut written = apply_plan(ctx, found, plan, now).await;
+    written.pod_size = pod_size.unwrap_or_default();
+    written
+}
+
+/// The size an in-place target's pods are brought to, and new pods get at admission: the decision's, or
+/// without a resize decided the size most of them run. `None` when the target is not resized in place by IPA.
+fn pod_size(found: &Found, plan: &Plan) -> Option<Vec<ContainerRecommendation>> {
+    if !found.update_mode.in_place()
+        || found.mode == Mode::Recommend
+        || !found.policy.vertical
+        || found.pods.is_empty()
+        || found.conflicts.blocked().resources
+    {
+        return None;
+    }
+    if !plan.resize.is_empty() {
+        return Some(plan.decision.containers.clone());
+    }
+    if let Some(base) = &plan.decision.state.bridge {
+        // The bridge is for the pods serving now: a pod created meanwhile is born at the base size.
+        return Some(base.clone());
+    }
+    Some(current_pod_size(found))
+}
+
+/// The managed containers at the size most of the target's pods run.
+fn current_pod_size(found: &Found) -> Vec<ContainerRecommendation> {
+    let managed = |name: &str| {
+        found
+            .info
+            .managed
+            .as_ref()
+            .is_none_or(|m| m.iter().any(|n| n == name))
+    };
+    found
+        .info
+        .containers
+        .iter()
+        .filter(|c| managed(&c.name))
+        .map(|c| ContainerRecommendation {
+            name: c.name.clone(),
+            requests: c.requests,
+            limits: c.limits,
+        })
+        .collect()
+}
+
+async fn apply_plan(ctx: &Context, found: &Found, plan: &Plan, now: i64) -> Written {
     let pods = pods_plan(found, plan);
-    let drift = pods.as_ref().is_some_and(|p| !p.resizes.is_empty());
+    // A pod off size, or one its node will not resize (reported, and under InPlaceOrRecreate recreated), needs
+    // the in-place step even without a new decision.
+    let drift = pods.as_ref().is_some_and(|p| {
+        !p.resizes.is_empty() || p.outcomes.iter().any(|o| in_place::stuck(&o.state, now))
+    });
     let (scale, resize) = (plan.scales(), !plan.resize.is_empty());
     if let Some(why) = nothing_to_write(found, plan, scale, resize || drift) {
         return Written::nothing(why);
@@ -97,7 +157,7 @@ pub async fn apply(ctx: &Context, found: &Found, plan: &Plan, now: i64) -> Writt
     }
     let resized = match (found.update_mode, pods) {
         (UpdateMode::Off, _) => Err(resize_not_applied(UpdateMode::Off)),
-        (mode, Some(pods)) if mode.in_place() => in_place_resize(ctx, found, pods).await,
+        (mode, Some(pods)) if mode.in_place() => in_place_resize(ctx, found, pods, now).await,
         (mode, None) if mode.in_place() => Err(pods_unread()),
         _ => match write_resources(ctx, found, plan, rv).await {
             Ok(()) => {
@@ -166,40 +226,46 @@ fn nothing_to_write(found: &Found, plan: &Plan, scale: bool, resize: bool) -> Op
 /// back to the size most of them run (a pod created since, at the template's size, or one that drifted).
 /// `None` when the target is not in place, its pods were not read, or another autoscaler owns its resources.
 fn pods_plan(found: &Found, plan: &Plan) -> Option<in_place::ResizePlan> {
-    if !found.update_mode.in_place() || found.pods.is_empty() || found.conflicts.blocked().resources
+    // `vertical: false` leaves requests and limits to others: not even a drifted pod is brought back.
+    if !found.update_mode.in_place()
+        || !found.policy.vertical
+        || found.pods.is_empty()
+        || found.conflicts.blocked().resources
     {
         return None;
     }
-    let desired: Vec<ContainerRecommendation> = if plan.resize.is_empty() {
-        let managed = |name: &str| {
-            found
-                .info
-                .managed
-                .as_ref()
-                .is_none_or(|m| m.iter().any(|n| n == name))
-        };
-        found
-            .info
-            .containers
+    if !plan.decision.running.is_empty() {
+        // The bridge (`ipa_core::bridge`): the ready pods carry the load while new ones start, which keep
+        // their size. At its end every pod returns to the base size.
+        let ending = plan.decision.state.bridge.is_none();
+        let pods: Vec<in_place::PodView> = found
+            .pods
             .iter()
-            .filter(|c| managed(&c.name))
-            .map(|c| ContainerRecommendation {
-                name: c.name.clone(),
-                requests: c.requests,
-                limits: c.limits,
-            })
-            .collect()
+            .filter(|p| ending || p.ready)
+            .cloned()
+            .collect();
+        return Some(in_place::plan(&plan.decision.running, &pods));
+    }
+    if plan.resize.is_empty() && plan.decision.state.bridge.is_some() {
+        // Mid-bridge the pods run at two sizes on purpose: no drift to bring back.
+        return None;
+    }
+    let desired = if plan.resize.is_empty() {
+        current_pod_size(found)
     } else {
         plan.decision.containers.clone()
     };
     Some(in_place::plan(&desired, &found.pods))
 }
 
-/// Resizes the target's pods through `pods/resize`: what changed, or why not all of it did.
+/// Resizes the target's pods through `pods/resize`: what changed, or why not all of it did. A pod its node
+/// cannot resize is reported (a Warning Event and the `Applied` condition); under `InPlaceOrRecreate` one such
+/// pod at a time is evicted, so its ReplicaSet recreates it at the new size.
 async fn in_place_resize(
     ctx: &Context,
     found: &Found,
     pods: in_place::ResizePlan,
+    now: i64,
 ) -> Result<String, Want> {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &found.info.target.namespace);
     ctx.metrics
@@ -219,10 +285,8 @@ async fn in_place_resize(
             in_place::ResizeOutcome::Failed(e) => Some(format!("{}: {e}", r.pod)),
         })
         .collect();
+    let stuck = node_refusals(&pods.outcomes, now);
     problems.extend(pods.outcomes.iter().filter_map(|o| match &o.state {
-        in_place::PodState::Infeasible { message, .. } => {
-            Some(format!("{} infeasible: {message}", o.pod))
-        }
         in_place::PodState::QosChange { .. } => {
             Some(format!("{}: the resize would change its QoS class", o.pod))
         }
@@ -238,6 +302,17 @@ async fn in_place_resize(
         "resources of {} in place on {accepted} pod(s)",
         names.join(", ")
     );
+    if !stuck.is_empty() {
+        return Err(stuck_pods(
+            ctx,
+            found,
+            &api,
+            &pods.outcomes,
+            (&what, &stuck, &problems),
+            now,
+        )
+        .await);
+    }
     if problems.is_empty() && accepted > 0 {
         return Ok(what);
     }
@@ -258,6 +333,94 @@ async fn in_place_resize(
         "ResizeIncomplete",
         why,
     ))
+}
+
+/// `<pod> infeasible|deferred: <the node's message>` for each pod whose node will not resize it (see
+/// `in_place::stuck`).
+fn node_refusals(outcomes: &[in_place::PodOutcome], now: i64) -> Vec<String> {
+    outcomes
+        .iter()
+        .filter(|o| in_place::stuck(&o.state, now))
+        .filter_map(|o| match &o.state {
+            in_place::PodState::Infeasible { message, .. } => {
+                Some(format!("{} infeasible: {message}", o.pod))
+            }
+            in_place::PodState::Deferred { message, .. } => {
+                Some(format!("{} deferred too long: {message}", o.pod))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Pods whose node cannot fit their resize: a Warning Event; under `InPlace` they are left (the condition says
+/// so), under `InPlaceOrRecreate` one of them is evicted (see `in_place::to_recreate`).
+async fn stuck_pods(
+    ctx: &Context,
+    found: &Found,
+    api: &Api<Pod>,
+    outcomes: &[in_place::PodOutcome],
+    (what, stuck, problems): (&str, &[String], &[String]),
+    now: i64,
+) -> Want {
+    let object = found.deployment.object_ref(&found.info.target.namespace);
+    let refused = stuck.join("; ");
+    events::warn(ctx, &object, ("ResizeInfeasible", "Resize"), &refused).await;
+    let mut why = format!("{what}; the node cannot fit: {refused}");
+    if !problems.is_empty() {
+        why.push_str(&format!("; not resized: {}", problems.join("; ")));
+    }
+    if found.update_mode != UpdateMode::InPlaceOrRecreate {
+        why.push_str(
+            "; updateMode InPlace leaves them as they are (InPlaceOrRecreate would recreate them)",
+        );
+        return Want::new(conditions::APPLIED, false, "ResizeInfeasible", why);
+    }
+    let Some(pod) = in_place::to_recreate(outcomes, now) else {
+        why.push_str("; recreating one pod at a time: waiting until every pod is ready and another can serve");
+        return Want::new(conditions::APPLIED, false, "Recreating", why);
+    };
+    match evict(ctx, api, pod).await {
+        Ok(()) => {
+            let note = format!(
+                "evicted {} so that it is recreated at the new size",
+                pod.pod
+            );
+            events::warn(ctx, &object, ("Recreated", "Evict"), &note).await;
+            why.push_str(&format!("; {note}"));
+        }
+        Err(e) => why.push_str(&format!("; evicting {} refused: {e}", pod.pod)),
+    }
+    Want::new(conditions::APPLIED, false, "Recreating", why)
+}
+
+/// Evicts one pod (policy/v1 Eviction: PodDisruptionBudgets are respected; 429 when one forbids it), only if it
+/// is still the pod that was read (its UID).
+async fn evict(ctx: &Context, api: &Api<Pod>, pod: &in_place::PodOutcome) -> Result<(), String> {
+    ctx.metrics.kube_request("create");
+    let params = kube::api::EvictParams {
+        delete_options: Some(kube::api::DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                uid: Some(pod.uid.clone()),
+                resource_version: None,
+            }),
+            ..kube::api::DeleteParams::default()
+        }),
+        ..kube::api::EvictParams::default()
+    };
+    match api.evict(&pod.pod, &params).await {
+        Ok(_) => {
+            info!(pod = %pod.pod, "evicted: its node cannot fit the resize");
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.code == 429 => {
+            Err("a PodDisruptionBudget allows no disruption now".into())
+        }
+        Err(e) => {
+            warn!(pod = %pod.pod, error = %e, "eviction failed");
+            Err(e.to_string())
+        }
+    }
 }
 
 fn pods_unread() -> Want {

@@ -115,13 +115,14 @@ pub fn served(ipa: &IPA, s: Served<'_>, metric_errors: &[String], now: i64) -> G
         written,
         prev,
     } = s;
-    let wanted = [
+    let mut wanted = vec![
         Want::new(conditions::TARGET_FOUND, true, "Found", "deployment exists"),
         metrics_want(snap, metric_errors),
         agent_want(ipa, &plan, prev),
         found.sole.clone(),
         written.applied.clone(),
     ];
+    wanted.extend(written.webhook.clone());
     let rec = &plan.recommended;
     let status = GroupStatus {
         namespace: found.info.target.namespace.clone(),
@@ -142,6 +143,7 @@ pub fn served(ipa: &IPA, s: Served<'_>, metric_errors: &[String], now: i64) -> G
             .collect(),
         recommended_resources: resources_of(&rec.containers),
         desired_resources: resources_of(&plan.decision.containers),
+        pod_resources: resources_of(&written.pod_size),
         source: Some(rec.source),
         rationale: rec.rationale.chars().take(RATIONALE_CHARS).collect(),
         guardrail_notes: plan.decision.notes.clone(),
@@ -165,6 +167,32 @@ pub fn served(ipa: &IPA, s: Served<'_>, metric_errors: &[String], now: i64) -> G
         agent_error: plan.agent_error,
         advised: plan.advised,
     }
+}
+
+/// The IPA's `WebhookAvailable`, when any target is resized in place: false while any such target's is, naming
+/// the first.
+fn ipa_webhook_want(groups: &[GroupStatus]) -> Option<Want> {
+    let webhook = crate::webhook::CONDITION;
+    let mut with = groups.iter().filter_map(|g| {
+        let c = g.conditions.iter().find(|c| c.type_ == webhook)?;
+        Some((g, c))
+    });
+    let first = with.next()?;
+    let missed = std::iter::once(first)
+        .chain(with)
+        .find(|(_, c)| c.status == "False");
+    Some(match missed {
+        Some((g, c)) => {
+            let why = format!("{}/{}: {}", g.namespace, g.deployment, c.message);
+            Want::new(webhook, false, c.reason.clone(), why)
+        }
+        None => Want::new(
+            webhook,
+            true,
+            "Available",
+            "new pods of in-place targets are sized at admission",
+        ),
+    })
 }
 
 fn metrics_want(snap: &MetricsSnapshot, metric_errors: &[String]) -> Want {
@@ -287,13 +315,14 @@ pub fn ipa_status(
     if conflicted > 0 {
         served.push_str(&format!(", {conflicted} shared with another autoscaler"));
     }
-    let wanted = [
+    let mut wanted = vec![
         found_want(found, &not_found),
         ipa_metrics_want(&groups, metric_errors),
         ipa_agent_want(ipa, previous, outcomes),
         allowed_want(&ipa.namespace().unwrap_or_default(), &refused),
         Want::new(conditions::READY, ready, ready_reason, served),
     ];
+    wanted.extend(ipa_webhook_want(&groups));
     IpaStatus {
         observed_generation: ipa.metadata.generation,
         targets: format!("{found}/{listed}"),

@@ -64,6 +64,7 @@ impl Scenario {
             instance: None,
         };
         let ctx = Context {
+            absent_kinds: Arc::default(),
             recorder: Recorder::new(client.clone(), reporter),
             client,
             agent: AgentClient::new(http.clone(), Duration::from_secs(30), metrics.clone()),
@@ -73,6 +74,7 @@ impl Scenario {
             advisories: Arc::default(),
             ca_clients: Arc::default(),
             install_token: None,
+            webhook: None,
             settings: settings(),
         };
         Ok(Self {

@@ -103,7 +103,8 @@ impl Ipa {
             max_cpu: Some(settings.cluster.max_pod_cpu),
             ..Policy::default()
         }
-        .resolve();
+        // The controller's `InPlace` update mode, where the cluster has it.
+        .resolve_for(settings.cluster.in_place_resize);
         Self::with_policy(settings, advisor, policy)
     }
 
@@ -221,7 +222,7 @@ impl Ipa {
         snapshot.request_rate = rate;
         snapshot.oom_kills = u32::try_from(oom_kills).unwrap_or(u32::MAX);
         snapshot.restarts = u32::try_from(restarts).unwrap_or(u32::MAX);
-        snapshot.containers = vec![container_snapshot(&obs.template, cpu, memory)];
+        snapshot.containers = vec![container_snapshot(&serving_size(obs), cpu, memory)];
         if oom_kills > 0 {
             snapshot.events.push(EventSummary {
                 kind: "Warning".to_string(),
@@ -256,6 +257,16 @@ impl Ipa {
         }
         snapshot
     }
+}
+
+/// The size the ready pods run at (in place, it may differ from the template's: the bridge), else the
+/// template's — what the controller reads from the pods of an in-place target.
+fn serving_size(obs: &Observation<'_>) -> PodTemplate {
+    obs.outcome
+        .pods
+        .iter()
+        .find(|p| p.ready && p.current)
+        .map_or(obs.template, |p| p.template)
 }
 
 fn container_snapshot(
@@ -320,17 +331,20 @@ impl Autoscaler for Ipa {
         };
         let decision = ipa_core::decide(&snapshot, &self.policy, advice, &self.state, obs.now);
         self.state = decision.state;
-        let template = decision
-            .containers
-            .iter()
-            .find(|c| c.name == CONTAINER)
-            .map(|c| apply_container(&obs.template, &c.requests, &c.limits))
-            .filter(|t| *t != obs.template);
+        let sized = |containers: &[ipa_core::ContainerRecommendation], from: &PodTemplate| {
+            containers
+                .iter()
+                .find(|c| c.name == CONTAINER)
+                .map(|c| apply_container(from, &c.requests, &c.limits))
+                .filter(|t| t != from)
+        };
+        let serving = serving_size(obs);
         Action {
             replicas: (decision.replicas != obs.replicas).then_some(decision.replicas),
-            template,
+            template: sized(&decision.containers, &obs.template),
             // Resized in place where the cluster allows it (the controller's `InPlace` update mode).
             in_place: true,
+            resize_ready: sized(&decision.running, &serving),
         }
     }
 }

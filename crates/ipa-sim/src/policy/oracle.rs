@@ -137,6 +137,7 @@ impl Autoscaler for Oracle {
             replicas: (replicas != obs.replicas).then_some(replicas),
             template: (template != obs.template).then_some(template),
             in_place: true,
+            ..Action::default()
         }
     }
 }
