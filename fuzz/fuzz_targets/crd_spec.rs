@@ -49,7 +49,8 @@ fuzz_target!(|data: &[u8]| {
         );
         let access = tenancy::access(own_namespace, &group.namespace, None, false);
         assert_eq!(access.allowed(), group.namespace == own_namespace);
-        assert_policy_sane(&policy_of(group, interval, sync));
+        let in_place = meta.update_mode_of(group).in_place();
+        assert_policy_sane(&policy_of(group, interval, sync, in_place));
     }
     let Some(status) = &ipa.status else {
         return;
@@ -58,7 +59,8 @@ fuzz_target!(|data: &[u8]| {
         let Some(group) = meta.ipa_group.get(i) else {
             break;
         };
-        let policy = policy_of(group, interval, sync);
+        let in_place = meta.update_mode_of(group).in_place();
+        let policy = policy_of(group, interval, sync, in_place);
         let snapshot = two_container_snapshot(stored.current_replicas.unwrap_or(3));
         let state = GuardState::from(&stored.guard_state);
         let decision = decide(&snapshot, &policy, Advice::Builtin, &state, 1_800_000_000);
