@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the test bed's Go binaries (control plane, etcd, KWOK, kube-state-metrics) from the Go module proxy.
+# Builds the test bed's Go binaries (control plane, etcd, KWOK, kube-state-metrics, helm, crane) from the Go module
+# proxy.
 # Go is only test infrastructure here. Each tool is built in a generated wrapper module, cached by version;
-# a present binary is never rebuilt. Usage: build-tools.sh [k8s|etcd|kwok|ksm ...]  (default: all)
+# a present binary is never rebuilt. Usage: build-tools.sh [k8s|etcd|kwok|ksm|helm|crane ...]  (default: all)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=../versions.env
@@ -78,7 +79,7 @@ simple_tool() {
   rm -rf "$out"; mv "$out.tmp" "$out"
 }
 
-targets=("$@"); [[ ${#targets[@]} -gt 0 ]] || targets=(k8s etcd kwok ksm helm)
+targets=("$@"); [[ ${#targets[@]} -gt 0 ]] || targets=(k8s etcd kwok ksm helm crane)
 for t in "${targets[@]}"; do
   start=$(date +%s)
   case $t in
@@ -87,6 +88,7 @@ for t in "${targets[@]}"; do
     kwok) simple_tool kwok "$KWOK_VERSION" sigs.k8s.io/kwok sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl ;;
     ksm) simple_tool ksm "$KSM_VERSION" k8s.io/kube-state-metrics/v2 k8s.io/kube-state-metrics/v2 ;;
     helm) simple_tool helm "$HELM_VERSION" helm.sh/helm/v3 helm.sh/helm/v3/cmd/helm ;;
+    crane) simple_tool crane "$CRANE_VERSION" github.com/google/go-containerregistry github.com/google/go-containerregistry/cmd/crane ;;
     *) log "unknown tool $t"; exit 2 ;;
   esac
   log "$t done in $(( $(date +%s) - start ))s"

@@ -40,7 +40,8 @@ fi
 mkdir -p "$run" "$pids" "$logs"
 
 # --- binaries -------------------------------------------------------------------------------------------
-"$testbed/scripts/build-tools.sh"
+# What the bed and its tests use; crane (the image's test only) is built by `make testbed-tools` or CI.
+"$testbed/scripts/build-tools.sh" k8s etcd kwok ksm helm
 if ! command -v prometheus >/dev/null; then
   log "installing Debian's prometheus"
   export DEBIAN_FRONTEND=noninteractive

@@ -234,10 +234,17 @@ pub fn observe_resize(pod: &Pod) -> Option<PodView> {
     let conditions = status
         .and_then(|s| s.conditions.as_deref())
         .unwrap_or_default();
+    // A condition set for an older generation of the spec says nothing about this one: the kubelet looks at
+    // the new spec again and sets it anew (with the new `observedGeneration`), even where its answer is the same.
+    let generation = pod.metadata.generation;
     let current = |type_: &str| {
-        conditions
-            .iter()
-            .find(|c| c.type_ == type_ && c.status == "True")
+        conditions.iter().find(|c| {
+            c.type_ == type_
+                && c.status == "True"
+                && c.observed_generation
+                    .zip(generation)
+                    .is_none_or(|(observed, spec)| observed >= spec)
+        })
     };
     let in_progress = current(RESIZE_IN_PROGRESS).map(|c| {
         let error =
@@ -697,6 +704,13 @@ mod tests {
                 pending: Some((PendingReason::Infeasible, "too big".into())),
             }
         );
+        // Conditions set for an older spec say nothing about a newer one: the node looks again.
+        pod.metadata.generation = Some(3);
+        if let Some(cs) = pod.status.as_mut().and_then(|s| s.conditions.as_mut()) {
+            cs.iter_mut().for_each(|c| c.observed_generation = Some(2));
+        }
+        let view = observe_resize(&pod).ok_or("no view")?;
+        assert_eq!(view.conditions, ResizeConditions::default());
         // A node that reported nothing yet: no allocation known, and a container without a status waits.
         let mut fresh = resized_pod()?;
         if let Some(cs) = fresh

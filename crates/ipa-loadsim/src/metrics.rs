@@ -161,6 +161,26 @@ impl Collector for SimulationCollector {
             samples: requests,
         });
         let deployments = sim.deployments();
+        // The application's own counter, for demand that no ingress-nginx sees (`demandQuery`): only for
+        // Deployments that have had load, as an idle app's client library would have nothing to count yet.
+        let mut app_requests = Vec::new();
+        for (id, status) in deployments.iter().filter(|(_, s)| {
+            s.offered_rps > 0.0 || s.requests.served > 0.0 || s.requests.dropped > 0.0
+        }) {
+            let labels = |code| {
+                let mut labels = deployment_labels(id);
+                labels.push(("code", code));
+                labels
+            };
+            app_requests.push((labels("200"), status.requests.served));
+            app_requests.push((labels("503"), status.requests.dropped));
+        }
+        families.push(Family {
+            name: "app_http_requests",
+            help: "Requests the Deployment's application counted, by status code: 503 = dropped (the app's own counter, as a Prometheus client library exports it).",
+            kind: MetricType::Counter,
+            samples: app_requests,
+        });
         families.push(Family {
             name: "loadsim_offered_requests_per_second",
             help: "Requests/s offered to the Deployment by the load simulator.",
@@ -242,6 +262,9 @@ mod tests {
             r#"nginx_ingress_controller_requests{namespace="ipaapp",ingress="testappingress",status="503"} 0"#,
             r#"node_memory_MemAvailable_bytes{node="n0"} "#,
             r#"loadsim_offered_requests_per_second{namespace="ipaapp",deployment="testapp"} 10"#,
+            "# TYPE app_http_requests counter",
+            r#"app_http_requests_total{namespace="ipaapp",deployment="testapp",code="200"} 10"#,
+            r#"app_http_requests_total{namespace="ipaapp",deployment="testapp",code="503"} 0"#,
             "# EOF",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");

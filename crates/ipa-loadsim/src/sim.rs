@@ -84,8 +84,9 @@ impl PodState {
     }
 }
 
-/// Request counters of one Ingress, as ingress-nginx keeps them per status code.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Request counters per status code: of one Ingress, as ingress-nginx keeps them, or of one Deployment's
+/// application.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct RequestCounters {
     /// Requests answered (status 200).
     pub served: f64,
@@ -109,6 +110,9 @@ pub struct DeploymentStatus {
     pub running_pods: usize,
     pub serving_pods: usize,
     pub oom_kills: u64,
+    /// The application's own request counters (served, dropped), kept while the Deployment has load: what a
+    /// Prometheus client library in the app would count, whatever fronts it (`app_http_requests_total`).
+    pub requests: RequestCounters,
 }
 
 /// An OOM kill to report (Event + restart).
@@ -253,6 +257,10 @@ impl Simulation {
                 running_pods: group.len(),
                 serving_pods: serving.len(),
                 oom_kills: self.deployments.get(id).map_or(0, |s| s.oom_kills),
+                requests: self
+                    .deployments
+                    .get(id)
+                    .map_or_else(RequestCounters::default, |s| s.requests.clone()),
                 ..DeploymentStatus::default()
             };
             for (pod, load) in serving.iter().zip(&loads) {
@@ -284,6 +292,8 @@ impl Simulation {
             }
             status.served_rps = served_total;
             status.dropped_rps = (offered - served_total).max(0.0);
+            status.requests.served += served_total * dt;
+            status.requests.dropped += status.dropped_rps * dt;
 
             if let Some(ingress) = demand.get(id).and_then(|d| d.ingress.clone()) {
                 let counters = self
@@ -491,6 +501,25 @@ mod tests {
         sim.step(13.0, 1.0, &pods, &nodes(), &demand(0.0));
         assert!(sim.pods().is_empty());
         assert_eq!(sim.node_available_bytes()["node-0"], 16.0 * 1024.0 * MIB);
+    }
+
+    #[test]
+    fn the_application_counts_its_requests_without_an_ingress() {
+        let mut sim = Simulation::new(config());
+        let pods = vec![pod("a", Some(0.0), None, None)];
+        let no_ingress = BTreeMap::from([(
+            target(),
+            Demand {
+                rps: 20.0,
+                ingress: None,
+            },
+        )]);
+        // Not serving yet (start-up): dropped; then served, and the counters keep counting across steps.
+        sim.step(1.0, 1.0, &pods, &nodes(), &no_ingress);
+        sim.step(10.0, 2.0, &pods, &nodes(), &no_ingress);
+        assert!(sim.requests().is_empty(), "no ingress, no ingress counter");
+        let counters = &sim.deployments()[&target()].requests;
+        assert_eq!((counters.served, counters.dropped), (40.0, 20.0));
     }
 
     #[test]

@@ -247,8 +247,11 @@ fn pods_plan(found: &Found, plan: &Plan) -> Option<in_place::ResizePlan> {
         return Some(in_place::plan(&plan.decision.running, &pods));
     }
     if plan.resize.is_empty() && plan.decision.state.bridge.is_some() {
-        // Mid-bridge the pods run at two sizes on purpose: no drift to bring back.
-        return None;
+        // Mid-bridge the pods run at two sizes on purpose: the serving ones are kept at the size most of them
+        // run (and one its node refuses is reported), those still starting are left at the base.
+        let ready: Vec<in_place::PodView> =
+            found.pods.iter().filter(|p| p.ready).cloned().collect();
+        return Some(in_place::plan(&current_pod_size(found), &ready));
     }
     let desired = if plan.resize.is_empty() {
         current_pod_size(found)
