@@ -50,6 +50,14 @@ cargo build --locked -p ipa
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 export IPA_BIN="$target_dir/debug/ipa"
 
+# The fuzz targets (fuzz/, nightly + cargo-fuzz, both cached under ~/.cache) build and run 15 s each in the
+# background at the lowest CPU priority: from here the Cargo side only waits — for the tool chain on a cold
+# machine, for the bed's clocks in the integration tests — so they take idle cores. Waited for at the end.
+step "fuzz targets: build and 15 s each, in the background (log: $logs/fuzz.log)"
+setsid nice -n 19 scripts/fuzz.sh ci 15 >"$logs/fuzz.log" 2>&1 &
+fuzz_pid=$!
+background+=("$fuzz_pid")
+
 step "waiting for the Go tools and llama-server"
 wait_for "$tools_pid" "$logs/tools.log" "building the Go tools and llama-server"
 grep -E 'done in|built in|cached' "$logs/tools.log" || true
@@ -89,5 +97,9 @@ rm -f "$logs/ipa-image.oci.tar"
 step "controller scale benchmark on the test bed (figures printed, not asserted)"
 # Last: it creates 1,000 Deployments, and cleaning them up keeps the controller-manager busy for a while.
 IPA_BIN="$target_dir/release/ipa" cargo test -p ipa-controller --locked --test scale_bench -- --ignored --nocapture
+
+step "fuzz targets"
+wait_for "$fuzz_pid" "$logs/fuzz.log" "the fuzz targets"
+grep -E '^fuzz target|built in' "$logs/fuzz.log" || true
 
 step "done in $(( $(date +%s) - t0 ))s"

@@ -1,16 +1,21 @@
-//! The decision log: a bounded in-memory ring (dashboard, `/api/decisions`), a broadcast for `/events`, the
+//! The decision log: a bounded in-memory ring (dashboard, `/api/decisions`), a broadcast for `/events` (of
+//! events the server renders once), the
 //! seed-style `llm.log` (prompt and reply per decision) and, with `DUMP_DATASET`, a JSONL dataset.
 //!
-//! Files are opened in append mode and each record is written with a single `write` of a complete line, so
-//! concurrent writers never interleave within a line and a crash loses at most the line being written — unlike
-//! the seed, which rewrote its whole dataset file on every call.
+//! Files are opened in append mode and each record is written with a single `write` of a complete entry, so
+//! concurrent writers never interleave within an entry and a crash loses at most the entry being written — unlike
+//! the seed, which rewrote its whole dataset file on every call. Both files rotate by size (`llm.log` →
+//! `llm.log.1` … `llm.log.3`, the oldest deleted), so each stays under its cap however long the agent runs.
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use file_rotate::compression::Compression;
+use file_rotate::suffix::AppendCount;
+use file_rotate::{ContentLimit, FileRotate};
 
 use ipa_core::{Recommendation, TargetRef};
 use serde::Serialize;
@@ -139,29 +144,108 @@ pub struct DecisionLog {
     capacity: usize,
     max_bytes: usize,
     next_id: AtomicU64,
-    events: broadcast::Sender<Arc<DecisionRecord>>,
-    llm_log: Option<(PathBuf, Mutex<File>)>,
-    dataset: Option<(PathBuf, Mutex<File>)>,
+    events: broadcast::Sender<LiveEvent>,
+    llm_log: Option<RotatingFile>,
+    dataset: Option<RotatingFile>,
 }
 
-fn open_append(path: &Path) -> Result<File, Error> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|source| Error::Open {
+/// One `/events` message: the dashboard's live update for a decision, rendered once and shared by every
+/// subscriber (rendering per subscriber cost 63 ms per decision with 200 of them, issue 11 #6).
+#[derive(Debug, Clone)]
+pub struct LiveEvent {
+    pub id: u64,
+    pub data: Arc<str>,
+}
+
+/// Default disk cap of `llm.log` and of the dataset, each: both together stay well inside the install's 256 MiB
+/// `emptyDir`.
+pub const DEFAULT_LOG_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Rotated files kept beside the live one (`llm.log.1` newest … `llm.log.3` oldest).
+pub const ROTATED_FILES: usize = 3;
+/// Longest entry written. A longer `llm.log` entry is cut (its prompt can be as long as a request body); a longer
+/// dataset line is skipped, since half a JSON line is no data. Bounding the entry is what makes the cap exact.
+pub const MAX_ENTRY_BYTES: usize = 256 * 1024;
+/// Smallest cap: every file must hold at least one longest entry beyond its rotation threshold.
+pub const MIN_LOG_MAX_BYTES: u64 = ((ROTATED_FILES + 1) * 2 * MAX_ENTRY_BYTES) as u64;
+
+/// Which files the log writes, and the disk cap of each (rotated files included).
+#[derive(Debug, Clone, Copy)]
+pub struct LogFiles<'a> {
+    pub llm_log: Option<&'a Path>,
+    pub dataset: Option<&'a Path>,
+    pub max_bytes: u64,
+}
+
+/// A file rotated by size: the live file moves to `.1` once it passed its threshold, `.1` to `.2` and so on, and
+/// the oldest is deleted. The live file is at most `threshold + MAX_ENTRY_BYTES`, so all
+/// `ROTATED_FILES + 1` files together stay under the cap.
+struct RotatingFile {
+    path: PathBuf,
+    file: Mutex<FileRotate<AppendCount>>,
+}
+
+impl std::fmt::Debug for RotatingFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RotatingFile")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RotatingFile {
+    /// Opens (or continues) `path` with a disk cap of `max_bytes` over it and its rotated files.
+    fn open(path: &Path, max_bytes: u64) -> Result<Self, Error> {
+        let failed = |source| Error::Open {
             path: path.to_path_buf(),
             source,
+        };
+        // file-rotate panics when it cannot create or list the directory, or resolve a relative path: everything
+        // it needs is checked here first, so a bad `--log-file` is a start-up error, not a panic.
+        let path = std::path::absolute(path).map_err(failed)?;
+        let dir = path.parent().unwrap_or(Path::new("/"));
+        std::fs::create_dir_all(dir).map_err(failed)?;
+        std::fs::read_dir(dir).map_err(failed)?;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(failed)?;
+        let per_file = max_bytes.max(MIN_LOG_MAX_BYTES) / (ROTATED_FILES as u64 + 1);
+        let threshold = usize::try_from(per_file)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(MAX_ENTRY_BYTES)
+            .max(1);
+        let file = FileRotate::new(
+            &path,
+            AppendCount::new(ROTATED_FILES),
+            ContentLimit::BytesSurpassed(threshold),
+            Compression::None,
+            None,
+        );
+        Ok(Self {
+            path,
+            file: Mutex::new(file),
         })
+    }
+
+    /// Appends one complete entry with a single write. File errors are logged, not returned: a full disk must
+    /// not stop recommendations.
+    fn append(&self, entry: &str) {
+        // A poisoned lock means a write panicked half-way; the writer reopens its file on the next rotation.
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = file.write_all(entry.as_bytes()) {
+            tracing::error!(path = %self.path.display(), error = %e, "cannot append to the decision log");
+        }
+    }
 }
 
 impl DecisionLog {
-    pub fn new(
-        capacity: usize,
-        llm_log: Option<&Path>,
-        dataset: Option<&Path>,
-    ) -> Result<Self, Error> {
+    pub fn new(capacity: usize, files: &LogFiles<'_>) -> Result<Self, Error> {
         let (events, _) = broadcast::channel(256);
+        let open = |path: Option<&Path>| {
+            path.map(|p| RotatingFile::open(p, files.max_bytes))
+                .transpose()
+        };
         Ok(Self {
             ring: Mutex::new(Ring {
                 records: VecDeque::with_capacity(capacity.min(4096)),
@@ -171,12 +255,8 @@ impl DecisionLog {
             max_bytes: MAX_RING_BYTES,
             next_id: AtomicU64::new(1),
             events,
-            llm_log: llm_log
-                .map(|p| open_append(p).map(|f| (p.to_path_buf(), Mutex::new(f))))
-                .transpose()?,
-            dataset: dataset
-                .map(|p| open_append(p).map(|f| (p.to_path_buf(), Mutex::new(f))))
-                .transpose()?,
+            llm_log: open(files.llm_log)?,
+            dataset: open(files.dataset)?,
         })
     }
 
@@ -184,8 +264,13 @@ impl DecisionLog {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<DecisionRecord>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<LiveEvent> {
         self.events.subscribe()
+    }
+
+    /// Sends a rendered event to every live subscriber (none is fine).
+    pub fn publish(&self, event: LiveEvent) {
+        let _ = self.events.send(event);
     }
 
     /// Live `/events` listeners right now.
@@ -197,10 +282,10 @@ impl DecisionLog {
     /// recommendations.
     pub fn record(&self, record: DecisionRecord) -> Arc<DecisionRecord> {
         let record = Arc::new(record);
-        if let Some((path, file)) = &self.llm_log {
-            append_line(path, file, &llm_log_entry(&record));
+        if let Some(file) = &self.llm_log {
+            file.append(&cut_entry(llm_log_entry(&record)));
         }
-        if let Some((path, file)) = &self.dataset {
+        if let Some(file) = &self.dataset {
             let line = serde_json::json!({
                 "input": format!("{}\n\n{}", record.prompt_system, record.prompt_user),
                 "output": record.output_text(),
@@ -209,7 +294,15 @@ impl DecisionLog {
                 "model": record.recommendation.model,
                 "timestamp_ms": record.at_ms,
             });
-            append_line(path, file, &format!("{line}\n"));
+            let line = format!("{line}\n");
+            if line.len() <= MAX_ENTRY_BYTES {
+                file.append(&line);
+            } else {
+                tracing::warn!(
+                    bytes = line.len(),
+                    "dataset line longer than {MAX_ENTRY_BYTES} bytes skipped"
+                );
+            }
         }
         if let Ok(mut ring) = self.ring.lock() {
             let size = record.approx_bytes();
@@ -225,8 +318,6 @@ impl DecisionLog {
                 }
             }
         }
-        // No subscribers is fine.
-        let _ = self.events.send(Arc::clone(&record));
         record
     }
 
@@ -263,15 +354,19 @@ impl DecisionLog {
     }
 }
 
-fn append_line(path: &Path, file: &Mutex<File>, line: &str) {
-    let result = match file.lock() {
-        // One write call per complete line: O_APPEND makes it land whole at the end of the file.
-        Ok(mut f) => f.write_all(line.as_bytes()),
-        Err(_) => return,
-    };
-    if let Err(e) = result {
-        tracing::error!(path = %path.display(), error = %e, "cannot append to the decision log");
+/// An `llm.log` entry of at most `MAX_ENTRY_BYTES`: a longer one is cut at a character boundary and says so.
+fn cut_entry(mut entry: String) -> String {
+    const MARK: &str = "\n--- (entry cut: longer than the log's entry limit)\n";
+    if entry.len() <= MAX_ENTRY_BYTES {
+        return entry;
     }
+    let mut end = MAX_ENTRY_BYTES - MARK.len();
+    while !entry.is_char_boundary(end) {
+        end -= 1;
+    }
+    entry.truncate(end);
+    entry.push_str(MARK);
+    entry
 }
 
 /// One line of untrusted text (a name, a model's reply, an error): backslash, newline, carriage return, tab and
@@ -365,6 +460,85 @@ mod tests {
     use ipa_core::Source;
     use ipa_core::prompt::Prompt;
 
+    fn no_files() -> LogFiles<'static> {
+        LogFiles {
+            llm_log: None,
+            dataset: None,
+            max_bytes: DEFAULT_LOG_MAX_BYTES,
+        }
+    }
+
+    /// Total bytes of `path` and its rotated files.
+    fn bytes_on_disk(path: &Path) -> u64 {
+        (0..=ROTATED_FILES)
+            .map(|i| match i {
+                0 => path.to_path_buf(),
+                i => PathBuf::from(format!("{}.{i}", path.display())),
+            })
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    #[test]
+    fn files_rotate_and_stay_under_their_cap() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = std::env::temp_dir().join(format!("ipa-agent-rotate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (llm, dataset) = (dir.join("llm.log"), dir.join("dataset.jsonl"));
+        let files = LogFiles {
+            llm_log: Some(&llm),
+            dataset: Some(&dataset),
+            max_bytes: MIN_LOG_MAX_BYTES,
+        };
+        let log = DecisionLog::new(10, &files)?;
+        // 3 × the cap in entries of ~10 KiB, one of them longer than an entry may be.
+        for i in 0..600 {
+            let mut r = record(&log, "a");
+            r.prompt_user = if i == 300 {
+                "y".repeat(2 * MAX_ENTRY_BYTES)
+            } else {
+                "x".repeat(10_000)
+            };
+            log.record(r);
+        }
+        for path in [&llm, &dataset] {
+            let bytes = bytes_on_disk(path);
+            assert!(bytes <= MIN_LOG_MAX_BYTES, "{}: {bytes}", path.display());
+            // Three full rotated files at least: a quarter of the cap each, less the room kept for one entry.
+            assert!(bytes > MIN_LOG_MAX_BYTES / 3, "{}: {bytes}", path.display());
+            assert!(PathBuf::from(format!("{}.{ROTATED_FILES}", path.display())).exists());
+            assert!(!PathBuf::from(format!("{}.{}", path.display(), ROTATED_FILES + 1)).exists());
+        }
+        // Rotation never splits an entry: the live file starts with one.
+        assert!(std::fs::read_to_string(&llm)?.starts_with("=== "));
+        let text = std::fs::read_to_string(&dataset)?;
+        assert!(
+            text.lines()
+                .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
+        );
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    #[test]
+    fn a_long_entry_is_cut_at_a_character_boundary() {
+        let entry = format!("=== x\n{}", "é".repeat(MAX_ENTRY_BYTES));
+        let cut = cut_entry(entry);
+        assert!(cut.len() <= MAX_ENTRY_BYTES, "{}", cut.len());
+        assert!(cut.ends_with("(entry cut: longer than the log's entry limit)\n"));
+        assert_eq!(cut_entry("short\n".into()), "short\n");
+    }
+
+    #[test]
+    fn an_unusable_log_path_is_an_error_not_a_panic() {
+        let files = LogFiles {
+            llm_log: Some(Path::new("/proc/ipa-agent-no-such-dir/llm.log")),
+            dataset: None,
+            max_bytes: DEFAULT_LOG_MAX_BYTES,
+        };
+        assert!(DecisionLog::new(10, &files).is_err());
+    }
+
     fn record(log: &DecisionLog, deployment: &str) -> DecisionRecord {
         let outcome = Outcome {
             recommendation: Recommendation::new(2, Source::Builtin),
@@ -392,7 +566,7 @@ mod tests {
 
     #[test]
     fn ring_is_bounded_and_pages_newest_first() -> Result<(), Error> {
-        let log = DecisionLog::new(3, None, None)?;
+        let log = DecisionLog::new(3, &no_files())?;
         for d in ["a", "b", "a", "b", "a"] {
             log.record(record(&log, d));
         }
@@ -406,7 +580,7 @@ mod tests {
 
     #[test]
     fn ring_is_bounded_by_bytes_too() -> Result<(), Error> {
-        let mut log = DecisionLog::new(1000, None, None)?;
+        let mut log = DecisionLog::new(1000, &no_files())?;
         log.max_bytes = 64 * 1024;
         for _ in 0..100 {
             let mut r = record(&log, "a");
@@ -432,7 +606,14 @@ mod tests {
         let dataset = dir.join("dataset.jsonl");
         let llm = dir.join("llm.log");
         let _ = std::fs::remove_file(&dataset);
-        let log = DecisionLog::new(10, Some(&llm), Some(&dataset))?;
+        let log = DecisionLog::new(
+            10,
+            &LogFiles {
+                llm_log: Some(&llm),
+                dataset: Some(&dataset),
+                max_bytes: DEFAULT_LOG_MAX_BYTES,
+            },
+        )?;
         log.record(record(&log, "a"));
         log.record(record(&log, "b"));
         let text = std::fs::read_to_string(&dataset)?;
@@ -459,7 +640,14 @@ mod tests {
         std::fs::create_dir_all(&dir)?;
         let llm = dir.join("llm.log");
         let _ = std::fs::remove_file(&llm);
-        let log = DecisionLog::new(10, Some(&llm), None)?;
+        let log = DecisionLog::new(
+            10,
+            &LogFiles {
+                llm_log: Some(&llm),
+                dataset: None,
+                max_bytes: DEFAULT_LOG_MAX_BYTES,
+            },
+        )?;
         let mut r = record(&log, "a\n=== 2030-01-01T00:00:00.000Z forged/entry");
         r.attempts.push(Attempt {
             reply: Some(

@@ -66,6 +66,10 @@ pub struct AgentArgs {
     /// Append every decision's prompt and reply here, as the seed's agent did; empty to disable.
     #[arg(long, default_value = "llm.log")]
     pub log_file: PathBuf,
+    /// Bytes the log file and the dataset may each take on disk, rotated files included (`llm.log.1` … `.3`);
+    /// at least 2 MiB.
+    #[arg(long, default_value_t = decision::DEFAULT_LOG_MAX_BYTES)]
+    pub log_max_bytes: u64,
     /// Decisions kept in memory for the dashboard and `/api/decisions`.
     #[arg(long, default_value_t = 1000)]
     pub history: usize,
@@ -189,6 +193,8 @@ pub struct Config {
     pub use_schema: bool,
     pub log_file: Option<PathBuf>,
     pub dataset: Option<PathBuf>,
+    /// Disk cap of the log file and of the dataset, each (rotated files included).
+    pub log_max_bytes: u64,
     pub history: usize,
     pub token: Option<Secret>,
     pub max_body_bytes: usize,
@@ -205,6 +211,7 @@ impl Config {
             use_schema: true,
             log_file: None,
             dataset: None,
+            log_max_bytes: decision::DEFAULT_LOG_MAX_BYTES,
             history: 1000,
             token: None,
             max_body_bytes: 1024 * 1024,
@@ -279,6 +286,7 @@ impl Config {
             use_schema: !args.no_schema,
             log_file: Some(args.log_file.clone()).filter(|p| !p.as_os_str().is_empty()),
             dataset,
+            log_max_bytes: args.log_max_bytes.max(decision::MIN_LOG_MAX_BYTES),
             history: args.history.clamp(1, 100_000),
             token: env("IPA_AGENT_TOKEN").map(Secret::new),
             max_body_bytes: args.max_body_bytes.max(1024),

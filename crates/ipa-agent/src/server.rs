@@ -25,7 +25,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tracing::Instrument as _;
 
-use crate::decision::{DecisionLog, DecisionRecord, Route};
+use crate::decision::{DecisionLog, DecisionRecord, LiveEvent, LogFiles, Route};
 use crate::engine::{Engine, Outcome};
 use crate::metrics::{Metrics, RequestLabels, RouteLabels};
 use crate::{Config, Error, Secret, dashboard, names, seed};
@@ -60,11 +60,12 @@ impl AppState {
     }
 
     pub fn with_engine(config: Config, engine: Engine) -> Result<Self, Error> {
-        let log = DecisionLog::new(
-            config.history,
-            config.log_file.as_deref(),
-            config.dataset.as_deref(),
-        )?;
+        let files = LogFiles {
+            llm_log: config.log_file.as_deref(),
+            dataset: config.dataset.as_deref(),
+            max_bytes: config.log_max_bytes,
+        };
+        let log = DecisionLog::new(config.history, &files)?;
         Ok(Self(Arc::new(Inner {
             engine,
             log,
@@ -96,6 +97,7 @@ impl AppState {
             &outcome,
         );
         let record = self.log.record(record);
+        self.publish_live(&record);
         tracing::info!(
             target = %snapshot.target,
             source = outcome.recommendation.source.as_str(),
@@ -104,6 +106,22 @@ impl AppState {
             "decision"
         );
         (record, outcome)
+    }
+}
+
+impl AppState {
+    /// Renders the dashboard's live update for `record` once for all `/events` subscribers; with none, nothing
+    /// is rendered.
+    fn publish_live(&self, record: &Arc<DecisionRecord>) {
+        if self.log.subscribers() == 0 {
+            return;
+        }
+        let update = dashboard::live_update(record, &self.log.all());
+        let data = serde_json::to_string(&update).unwrap_or_default();
+        self.log.publish(LiveEvent {
+            id: record.id,
+            data: data.into(),
+        });
     }
 }
 
@@ -311,7 +329,7 @@ async fn dashboard_page(State(state): State<AppState>) -> Html<String> {
     ))
 }
 
-/// Live `/events` listeners at most; more get 503 (each listener costs a rendering per decision).
+/// Live `/events` listeners at most; more get 503 (each holds a connection and a copy of every event).
 pub const MAX_SSE_SUBSCRIBERS: usize = 32;
 
 async fn events(State(state): State<AppState>) -> Response {
@@ -326,17 +344,15 @@ async fn events(State(state): State<AppState>) -> Response {
 
 fn events_stream(state: AppState) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let receiver = state.log.subscribe();
-    let stream = futures::stream::unfold((receiver, state), |(mut receiver, state)| async move {
+    let stream = futures::stream::unfold(receiver, |mut receiver| async move {
         loop {
             match receiver.recv().await {
-                Ok(record) => {
-                    let update = dashboard::live_update(&record, &state.log.all());
-                    let data = serde_json::to_string(&update).unwrap_or_default();
+                Ok(live) => {
                     let event = Event::default()
                         .event("decision")
-                        .id(record.id.to_string())
-                        .data(data);
-                    return Some((Ok(event), (receiver, state)));
+                        .id(live.id.to_string())
+                        .data(&*live.data);
+                    return Some((Ok(event), receiver));
                 }
                 // A slow client skips what it missed; a reload shows everything.
                 Err(RecvError::Lagged(_)) => continue,
@@ -356,4 +372,31 @@ async fn metrics(State(state): State<AppState>) -> Response {
         state.metrics.encode(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_decision_is_rendered_once_for_all_subscribers()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let state = AppState::new(Config::builtin())?;
+        let mut receivers: Vec<_> = (0..3).map(|_| state.log.subscribe()).collect();
+        let snapshot = ipa_core::test_support::hot_web_snapshot("web");
+        let (record, _) = state.decide(Route::V1, &snapshot, &Policy::default()).await;
+        let events = receivers
+            .iter_mut()
+            .map(|r| r.try_recv())
+            .collect::<Result<Vec<LiveEvent>, _>>()?;
+        // One rendering, shared: every subscriber holds the same allocation.
+        assert!(
+            events
+                .windows(2)
+                .all(|w| Arc::ptr_eq(&w[0].data, &w[1].data))
+        );
+        assert!(events.iter().all(|e| e.id == record.id));
+        assert!(events[0].data.contains("\"row_html\""));
+        Ok(())
+    }
 }

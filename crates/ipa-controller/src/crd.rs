@@ -64,11 +64,19 @@ pub struct IpaMetadata {
     pub ipa_group: Vec<IpaGroup>,
     /// The advisory loop's interval (the agent is asked, pods are right-sized) as a Go duration (`30s`, `1m`);
     /// default `60s`, from `5s` to `1h`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "optional_duration"
+    )]
     pub interval: Option<kube::core::Duration>,
     /// The fast loop's period (replicas follow the load; no agent is waited for) as a Go duration; default
     /// `15s` (HPA's sync period), from `5s` to `interval`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "optional_duration"
+    )]
     pub sync_period: Option<kube::core::Duration>,
     /// `Auto` (apply decisions, the default) or `Recommend` (status only). A group's own `mode` wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -436,6 +444,42 @@ impl From<&GuardState> for GuardStateStatus {
     }
 }
 
+/// Longest duration text taken, and most digits in one number of it: with at most 9 integer digits per number
+/// and 32 numbers, no sum can overflow (the CRD's own rule allows 5 s to 1 h anyway).
+const MAX_DURATION_TEXT: usize = 64;
+const MAX_DURATION_DIGITS: usize = 9;
+
+/// Parses a Go duration (`90s`, `1m30s`) without panicking. kube's parser panics on a number whose product with
+/// its unit overflows (`"90922337203685477580710s"`, found by the `crd_spec` fuzz target), on a negative number
+/// after the first (`"1s-5s"`) and on a sum beyond `u64::MAX` seconds; such text is refused here first. An
+/// object the API server stored before the CRD's duration rule, or with the rule bypassed, would otherwise
+/// panic the controller's watch.
+pub fn parse_duration(text: &str) -> Result<kube::core::Duration, String> {
+    let body = text.strip_prefix(['-', '+']).unwrap_or(text);
+    let plausible = text.len() <= MAX_DURATION_TEXT
+        && !body.contains(['-', '+'])
+        && body
+            .split(|c: char| !c.is_ascii_digit())
+            .all(|digits| digits.len() <= MAX_DURATION_DIGITS);
+    if !plausible {
+        return Err(format!(
+            "{:?} is not a duration (at most {MAX_DURATION_TEXT} characters, {MAX_DURATION_DIGITS} digits per \
+             number, one leading sign)",
+            crate::conditions::cut(text, 40)
+        ));
+    }
+    text.parse()
+        .map_err(|e: kube::core::duration::ParseError| e.to_string())
+}
+
+fn optional_duration<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<kube::core::Duration>, D::Error> {
+    Option::<String>::deserialize(deserializer)?
+        .map(|text| parse_duration(&text).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
 /// The CRD as YAML, as `ipa crd` prints it and `deploy/crd.yaml` holds it.
 pub fn crd_yaml() -> Result<String, crate::Error> {
     use kube::CustomResourceExt;
@@ -701,6 +745,30 @@ spec:
         assert_eq!(m.sync_period(), std::time::Duration::from_secs(20));
         assert_eq!(m.mode_of(&m.ipa_group[1]), Mode::Recommend);
         Ok(())
+    }
+
+    /// Found by the `crd_spec` fuzz target: kube's duration parser panicked on these.
+    #[test]
+    fn durations_that_would_overflow_are_refused_not_a_panic() {
+        for text in [
+            "90922337203685477580710s",
+            "1s-5s",
+            "1.00000000000000000001s",
+        ] {
+            let json =
+                format!(r#"{{"prometheusUri": "http://p", "ipaGroup": [], "interval": {text:?}}}"#);
+            assert!(
+                serde_json::from_str::<IpaMetadata>(&json).is_err(),
+                "{text}"
+            );
+        }
+        // The longest numbers taken still add up without overflow.
+        assert!(parse_duration("999999999h999999999h999999999h999999999h").is_ok());
+        assert_eq!(
+            parse_duration("1m30s").map(std::time::Duration::from),
+            Ok(std::time::Duration::from_secs(90))
+        );
+        assert!(parse_duration("-15s").is_ok());
     }
 
     #[test]

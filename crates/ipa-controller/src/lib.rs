@@ -44,9 +44,7 @@ pub use error::Error;
 pub use http::http_client;
 
 pub(crate) fn duration(text: &str) -> Result<Duration, String> {
-    text.parse::<kube::core::Duration>()
-        .map(Duration::from)
-        .map_err(|e| e.to_string())
+    crd::parse_duration(text).map(Duration::from)
 }
 
 /// Arguments of `ipa controller`.

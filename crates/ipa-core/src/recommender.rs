@@ -33,7 +33,12 @@ pub const RESIZE_HYSTERESIS: f64 = 2.0;
 
 /// Recommends replicas and per-container resources for one target.
 pub fn recommend(snapshot: &MetricsSnapshot, policy: &ResolvedPolicy) -> Recommendation {
-    let mut rec = Recommendation::new(snapshot.replicas, Source::Builtin);
+    // Held replicas are held within the policy too, as the guard would hold them: 0 replicas with CPU usage
+    // unknown came back as 0 under `minReplicas: 1` (found by the `seed_metrics` fuzz target).
+    let held = snapshot
+        .replicas
+        .clamp(policy.min_replicas, policy.max_replicas);
+    let mut rec = Recommendation::new(held, Source::Builtin);
     let mut why = Vec::new();
     let Some(cpu) = snapshot.cpu_per_pod.filter(|s| s.current.is_finite()) else {
         why.push("CPU usage is missing: holding replicas".to_string());
@@ -234,7 +239,7 @@ fn vertical(
                     request.0,
                     policy,
                 )
-                .map(CpuMillis)
+                .map(|l| CpuMillis(l).min(policy.max_cpu).max(request))
             });
             let memory_limit = memory_request.and_then(|m| {
                 scale_limit(
@@ -243,7 +248,7 @@ fn vertical(
                     m.0,
                     policy,
                 )
-                .map(|l| Bytes(l).round_up_mib())
+                .map(|l| Bytes(l).round_up_mib().min(policy.max_memory).max(m))
             });
             ContainerRecommendation {
                 name: c.name.clone(),
@@ -350,7 +355,10 @@ pub fn oom_bump(used: Bytes) -> Bytes {
 }
 
 /// A limit for `request` that keeps the container's current limit/request ratio (VPA's `RequestsAndLimits`),
-/// or the policy's default ratio when the container has a limit but no request. Never below the request.
+/// or the policy's default ratio when the container has a limit but no request. Never below the request. The
+/// caller holds it to the policy's maximum: a request at the maximum times a ratio of 1.5 gave a 96-core limit
+/// under a 64-core `maxCpu`, and a current limit of 1000000Mi a 16 EiB one (found by the `seed_metrics` fuzz
+/// target).
 /// `None` when the container has no limit: as with VPA, a limit is its owner's choice (a CPU limit throttles, a
 /// memory limit OOM-kills), and adding one would also restart every pod for a change nobody asked for.
 fn scale_limit(
@@ -551,6 +559,49 @@ mod tests {
         assert!(rec.rationale.contains("yesterday"));
     }
 
+    /// Found by the `seed_metrics` fuzz target: the seed's text said `CPU Resource Requests: 1e3` (1,000 cores)
+    /// and `Memory Resource Limits: 1000000Mi`; the request was held at the policy's 64 cores but the limit kept
+    /// the ratio (96 cores) and the memory limit overflowed to 16 EiB.
+    #[test]
+    fn limits_stay_within_the_policy_whatever_the_current_ratio() {
+        let policy = Policy::default().resolve();
+        let mut s = snapshot(3, 0.6, 400.0 * MIB as f64);
+        for c in &mut s.containers {
+            c.requests = Resources {
+                cpu: Some(CpuMillis(1_000_000)),
+                memory: Some(Bytes(MIB / 2)),
+            };
+            c.limits = Resources {
+                cpu: Some(CpuMillis(500)),
+                memory: Some(Bytes(1_000_000 * MIB)),
+            };
+        }
+        let rec = recommend(&s, &policy);
+        assert!(!rec.containers.is_empty());
+        for c in &rec.containers {
+            assert!(c.limits.cpu.is_some_and(|l| l <= policy.max_cpu), "{c:?}");
+            assert!(
+                c.limits.memory.is_some_and(|l| l <= policy.max_memory),
+                "{c:?}"
+            );
+            assert!(
+                c.limits.cpu >= c.requests.cpu && c.limits.memory >= c.requests.memory,
+                "{c:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn held_replicas_are_within_the_policy() {
+        let policy = Policy::default().resolve();
+        for replicas in [0, 500] {
+            let mut s = snapshot(replicas, 0.5, 400.0 * MIB as f64);
+            s.cpu_per_pod = None;
+            let rec = recommend(&s, &policy);
+            assert_eq!(rec.replicas, replicas.clamp(1, 20), "{}", rec.rationale);
+        }
+    }
+
     proptest! {
         #[test]
         fn always_within_policy(
@@ -565,8 +616,8 @@ mod tests {
             for c in &rec.containers {
                 prop_assert!(c.limits.cpu >= c.requests.cpu);
                 prop_assert!(c.limits.memory >= c.requests.memory);
-                if let Some(cpu) = c.requests.cpu { prop_assert!(cpu >= policy.min_cpu && cpu <= policy.max_cpu); }
-                if let Some(m) = c.requests.memory { prop_assert!(m >= policy.min_memory && m <= policy.max_memory); }
+                for cpu in [c.requests.cpu, c.limits.cpu].into_iter().flatten() { prop_assert!(cpu >= policy.min_cpu && cpu <= policy.max_cpu); }
+                for m in [c.requests.memory, c.limits.memory].into_iter().flatten() { prop_assert!(m >= policy.min_memory && m <= policy.max_memory); }
             }
         }
     }

@@ -16,7 +16,9 @@ pub fn percentile_sorted(sorted: &[f64], q: f64) -> Option<f64> {
     let lo = rank.floor() as usize;
     let hi = rank.ceil() as usize;
     let frac = rank - lo as f64;
-    Some(sorted[lo] + (sorted[hi] - sorted[lo]) * frac)
+    // Weighted so that no intermediate overflows: `lo + (hi - lo) * frac` is infinite for -1e308 and 1e308.
+    let (a, b) = (sorted[lo], sorted[hi]);
+    Some((a * (1.0 - frac) + b * frac).clamp(a.min(b), a.max(b)))
 }
 
 /// Least-squares slope of `values` sampled every `step_seconds`, in units per minute.
@@ -33,11 +35,13 @@ pub fn slope_per_minute(values: &[f64], step_seconds: f64) -> f64 {
         num += dx * (y - mean_y);
         den += dx * dx;
     }
-    if den == 0.0 {
+    let slope = if den == 0.0 {
         0.0
     } else {
         num / den * 60.0 / step_seconds
-    }
+    };
+    // Samples near f64::MAX overflow the sums; such a series has no trend worth extrapolating.
+    if slope.is_finite() { slope } else { 0.0 }
 }
 
 /// The span of a series' `recent_trend_per_min`: two 15 s steps, the shortest slope that is not a single jump.
@@ -51,9 +55,19 @@ pub fn summarize(samples: &[f64], step_seconds: f64) -> Option<SeriesStats> {
     let mut sorted = clean.clone();
     sorted.sort_by(f64::total_cmp);
     let pct = |q| percentile_sorted(&sorted, q).unwrap_or(current);
+    let lowest = sorted.first().copied().unwrap_or(current);
+    let highest = sorted.last().copied().unwrap_or(current);
+    // Each sample divided first, and the result held between the extremes: summing first overflowed to an
+    // infinite mean for samples near f64::MAX (found by the `prometheus` fuzz target).
+    let n = clean.len() as f64;
+    let mean = clean.iter().map(|v| v / n).sum::<f64>();
     Some(SeriesStats {
         current,
-        mean: clean.iter().sum::<f64>() / clean.len() as f64,
+        mean: if mean.is_finite() {
+            mean.clamp(lowest, highest)
+        } else {
+            current
+        },
         p50: pct(0.5),
         p90: pct(0.9),
         p95: pct(0.95),
@@ -78,6 +92,31 @@ fn recent(values: &[f64], step_seconds: f64) -> &[f64] {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Found by the `prometheus` fuzz target: a Prometheus answer with samples near f64::MAX gave an infinite
+    /// mean and NaN trends.
+    #[test]
+    fn huge_samples_give_finite_statistics() {
+        for samples in [
+            vec![0.25, 1e308, f64::MAX],
+            vec![-f64::MAX, f64::MAX, -f64::MAX],
+            vec![f64::MAX; 40],
+        ] {
+            let s = summarize(&samples, 15.0).unwrap_or_default();
+            let all = [
+                s.current,
+                s.mean,
+                s.p50,
+                s.p90,
+                s.p95,
+                s.max,
+                s.trend_per_min,
+                s.recent_trend_per_min,
+            ];
+            assert!(all.iter().all(|v| v.is_finite()), "{s:?} of {samples:?}");
+            assert!(s.mean >= -f64::MAX && s.mean <= s.max);
+        }
+    }
 
     #[test]
     fn summarizes_a_ramp() {
