@@ -9,8 +9,8 @@ use std::sync::OnceLock;
 use axum::body::{Body, to_bytes};
 use axum::http::{Request, StatusCode, header};
 use ipa_agent::{AppState, Config, router};
-use ipa_core::{Bytes, CpuMillis, RecommendRequest, Recommendation, SeedResponse};
-use ipa_fuzz::{assert_containers_within, assert_replicas_within};
+use ipa_core::{RecommendRequest, Recommendation, SeedResponse};
+use ipa_fuzz::{assert_containers_within, assert_replicas_within, assert_seed_answer_sane};
 use libfuzzer_sys::fuzz_target;
 use tower::ServiceExt as _;
 
@@ -75,21 +75,7 @@ fuzz_target!(|data: &[u8]| {
     if route == "/askllm" {
         let seed: SeedResponse =
             serde_json::from_slice(&answer).unwrap_or_else(|e| panic!("seed answer: {e}"));
-        let t = &seed.text;
-        let cpu = |s: &str| {
-            s.parse::<CpuMillis>()
-                .unwrap_or_else(|e| panic!("cpu {s:?}: {e}"))
-        };
-        let memory = |s: &str| {
-            s.parse::<Bytes>()
-                .unwrap_or_else(|e| panic!("memory {s:?}: {e}"))
-        };
-        assert!(t.replicas >= 1);
-        assert!(cpu(&t.cpu_limit) >= cpu(&t.cpu_request), "{t:?}");
-        assert!(
-            memory(&t.memory_limit) >= memory(&t.memory_request),
-            "{t:?}"
-        );
+        assert_seed_answer_sane(&seed.text);
         return;
     }
     let request: RecommendRequest = serde_json::from_slice(body)

@@ -5,8 +5,11 @@
 
 use ipa_agent::guards::GuardStore;
 use ipa_agent::{names, seed};
-use ipa_core::{Advice, Bytes, CpuMillis, Policy, Recommendation, prompt, recommend};
-use ipa_fuzz::{assert_containers_within, assert_decision_within, assert_replicas_within};
+use ipa_core::{Advice, Policy, Recommendation, prompt, recommend};
+use ipa_fuzz::{
+    assert_containers_within, assert_decision_within, assert_replicas_within,
+    assert_seed_answer_sane,
+};
 use libfuzzer_sys::fuzz_target;
 
 const NOW: i64 = 1_800_000_000;
@@ -29,21 +32,5 @@ fuzz_target!(|data: &[u8]| {
         ..Recommendation::new(decision.replicas, decision.source)
     };
     let answer = seed::to_seed_recommendation(&decided, &snapshot);
-    assert!(answer.replicas >= 1);
-    let cpu = |s: &str| {
-        s.parse::<CpuMillis>()
-            .unwrap_or_else(|e| panic!("cpu {s:?}: {e}"))
-    };
-    let memory = |s: &str| {
-        s.parse::<Bytes>()
-            .unwrap_or_else(|e| panic!("memory {s:?}: {e}"))
-    };
-    assert!(
-        cpu(&answer.cpu_limit) >= cpu(&answer.cpu_request),
-        "{answer:?}"
-    );
-    assert!(
-        memory(&answer.memory_limit) >= memory(&answer.memory_request),
-        "{answer:?}"
-    );
+    assert_seed_answer_sane(&answer);
 });

@@ -161,3 +161,25 @@ pub fn assert_policy_sane(policy: &ResolvedPolicy) {
     }
     assert!(policy.target_utilization > 0.0, "target utilization 0");
 }
+
+/// A seed-protocol answer the seed's controller would apply: at least one replica, and every limit at or above
+/// its request, each quantity parseable.
+pub fn assert_seed_answer_sane(answer: &ipa_core::SeedRecommendation) {
+    let cpu = |s: &str| {
+        s.parse::<CpuMillis>()
+            .unwrap_or_else(|e| panic!("cpu {s:?}: {e}"))
+    };
+    let memory = |s: &str| {
+        s.parse::<Bytes>()
+            .unwrap_or_else(|e| panic!("memory {s:?}: {e}"))
+    };
+    assert!(answer.replicas >= 1, "{answer:?}");
+    assert!(
+        cpu(&answer.cpu_limit) >= cpu(&answer.cpu_request),
+        "{answer:?}"
+    );
+    assert!(
+        memory(&answer.memory_limit) >= memory(&answer.memory_request),
+        "{answer:?}"
+    );
+}
