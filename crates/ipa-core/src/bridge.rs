@@ -67,14 +67,13 @@ pub fn bridge(
         return;
     };
     let ready = snapshot.ready_replicas.unwrap_or(snapshot.replicas);
+    if ready == 0 {
+        return;
+    }
     let base = base_now(snapshot, decision);
     let Some(base_cpu) = pod_cpu(&base).filter(|c| c.0 > 0) else {
         return;
     };
-    let running_cpu = snapshot.pod_cpu_request().unwrap_or(base_cpu);
-    if ready == 0 {
-        return;
-    }
     // The base pods the load needs, over the ready ones: the factor each ready pod must grow by.
     let factor = wanted.exact / f64::from(ready);
     let bridged = decision.state.bridge.is_some();
@@ -88,12 +87,10 @@ pub fn bridge(
         }
         return;
     }
+    // Never past the largest pod the policy allows (a base already there cannot grow at all).
     let factor = factor.min(policy.max_cpu.as_cores() / base_cpu.as_cores());
-    let current = running_cpu.as_cores() / base_cpu.as_cores();
-    if bridged && (factor / current - 1.0).abs() <= policy.tolerance {
-        return;
-    }
-    if factor <= 1.0 {
+    let current = snapshot.pod_cpu_request().unwrap_or(base_cpu).as_cores() / base_cpu.as_cores();
+    if factor <= 1.0 || (bridged && (factor / current - 1.0).abs() <= policy.tolerance) {
         return;
     }
     decision.running = scaled(&base, factor, policy);
