@@ -137,7 +137,8 @@ fn scaled(
                 memory: c.requests.memory,
             },
             limits: Resources {
-                cpu: cpu(c.limits.cpu).max(cpu(c.requests.cpu)),
+                // A container without a CPU limit keeps none: a limit would throttle what was free to burst.
+                cpu: cpu(c.limits.cpu).map(|l| l.max(cpu(c.requests.cpu).unwrap_or(l))),
                 memory: memory(c.limits.memory),
             },
         })
@@ -199,6 +200,15 @@ mod tests {
             cpu_request(d.state.bridge.as_deref().unwrap_or_default()),
             Some(250)
         );
+    }
+
+    #[test]
+    fn a_container_without_a_cpu_limit_gets_none_from_the_bridge() {
+        let mut s = load(0.5, 3, 3);
+        s.containers[0].limits.cpu = None;
+        let d = decide(&s, &in_place(), Advice::None, &GuardState::default(), 0);
+        assert!(cpu_request(&d.running).is_some_and(|c| c > 250));
+        assert_eq!(d.running[0].limits.cpu, None);
     }
 
     #[test]
