@@ -157,7 +157,9 @@ async fn apply_plan(ctx: &Context, found: &Found, plan: &Plan, now: i64) -> Writ
     }
     let resized = match (found.update_mode, pods) {
         (UpdateMode::Off, _) => Err(resize_not_applied(UpdateMode::Off)),
-        (mode, Some(pods)) if mode.in_place() => in_place_resize(ctx, found, pods, now).await,
+        (mode, Some(pods)) if mode.in_place() => {
+            in_place_resize(ctx, found, pods, bridging(plan), now).await
+        }
         (mode, None) if mode.in_place() => Err(pods_unread()),
         _ => match write_resources(ctx, found, plan, rv).await {
             Ok(()) => {
@@ -268,6 +270,7 @@ async fn in_place_resize(
     ctx: &Context,
     found: &Found,
     pods: in_place::ResizePlan,
+    bridging: bool,
     now: i64,
 ) -> Result<String, Want> {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &found.info.target.namespace);
@@ -305,6 +308,9 @@ async fn in_place_resize(
         "resources of {} in place on {accepted} pod(s)",
         names.join(", ")
     );
+    if !stuck.is_empty() && bridging {
+        return Err(bridge_refused(&what, &stuck));
+    }
     if !stuck.is_empty() {
         return Err(stuck_pods(
             ctx,
@@ -354,6 +360,22 @@ fn node_refusals(outcomes: &[in_place::PodOutcome], now: i64) -> Vec<String> {
             _ => None,
         })
         .collect()
+}
+
+/// True while the bridge (`ipa_core::bridge`) holds the serving pods above their base size.
+fn bridging(plan: &Plan) -> bool {
+    plan.decision.state.bridge.is_some()
+}
+
+/// A node without room for the bridge: the bridge is lost on that pod, never the pod. It serves at its size
+/// until the new replicas are ready; evicting it (as `InPlaceOrRecreate` does for a base size that cannot fit)
+/// would take capacity away exactly when it is short.
+fn bridge_refused(what: &str, stuck: &[String]) -> Want {
+    let why = format!(
+        "{what}; the bridge does not fit on the node: {}; those pods keep their size until the new replicas serve",
+        stuck.join("; ")
+    );
+    Want::new(conditions::APPLIED, true, "BridgeDeferred", why)
 }
 
 /// Pods whose node cannot fit their resize: a Warning Event; under `InPlace` they are left (the condition says
