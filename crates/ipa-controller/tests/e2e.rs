@@ -2224,17 +2224,19 @@ async fn webhook_sizes_new_pods_and_its_absence_is_reported() -> TestResult {
         Some("WebhookUnavailable")
     );
     assert_eq!(ipa_level.map(|c| c.0).as_deref(), Some("False"));
-    // And the pod is resized in place, as before the webhook.
-    bed.wait_for_some(
+    // And the pod is resized in place, as before the webhook, to the group's pod size (which may have moved since:
+    // three replicas share the load one carried).
+    bed.wait_for(
         "every pod at the new size",
         Duration::from_secs(30),
         || async {
             let pods = pods_of(&bed, ns, app).await?;
+            let size = group_pod_cpu(&bed, ns).await?;
             let cpus: Vec<Option<String>> = pods.iter().map(|p| pod_cpu_and_note(p).0).collect();
-            Ok(
-                (cpus.len() == 3 && cpus.iter().all(|c| c.as_deref() == Some(size.as_str())))
-                    .then_some(()),
-            )
+            if cpus.len() == 3 && size.is_some() && cpus.iter().all(|c| *c == size) {
+                return Ok(Ok(()));
+            }
+            Ok(Err(pods_and_decision(&bed, ns, app).await))
         },
     )
     .await?;
@@ -2300,6 +2302,53 @@ async fn create_app_on_the_small_node(bed: &TestBed, ns: &str, app: &str) -> Tes
 }
 
 /// The group's `Applied` condition: (status, reason, message).
+/// The CPU request the group's pods are brought to (`podResources`), as the status says now.
+async fn group_pod_cpu(bed: &TestBed, ns: &str) -> TestResult<Option<String>> {
+    Ok(bed
+        .status(ns, "ipa")
+        .await?
+        .and_then(|s| s.groups.into_iter().next())
+        .and_then(|g| g.pod_resources.into_iter().next())
+        .and_then(|c| c.requests.cpu)
+        .map(|c| c.to_string()))
+}
+
+/// What a failed wait on pods should print: each pod's CPU request, readiness and deletion, and the group's
+/// last rationale and `Applied` condition, so a CI log says why the pods were not as expected.
+async fn pods_and_decision(bed: &TestBed, ns: &str, app: &str) -> String {
+    let pods = match pods_of(bed, ns, app).await {
+        Ok(pods) => pods
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} cpu {:?}{}{}",
+                    p.metadata.name.as_deref().unwrap_or("?"),
+                    pod_cpu_request(p),
+                    if ready(p) { " ready" } else { " unready" },
+                    if p.metadata.deletion_timestamp.is_some() {
+                        " deleting"
+                    } else {
+                        ""
+                    },
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        Err(e) => format!("pods unreadable: {e}"),
+    };
+    let decision = match bed.status(ns, "ipa").await {
+        Ok(Some(s)) => format!(
+            "rationale {:?}; applied {:?}; pod resources {:?}",
+            s.groups.first().map(|g| g.rationale.as_str()),
+            applied(&s),
+            s.groups.first().map(|g| &g.pod_resources)
+        ),
+        Ok(None) => "no status".into(),
+        Err(e) => format!("status unreadable: {e}"),
+    };
+    format!("pods [{pods}]; {decision}")
+}
+
 fn applied(s: &IpaStatus) -> Option<(String, String, String)> {
     let c = s
         .groups
@@ -2394,21 +2443,20 @@ async fn a_resize_the_node_cannot_fit_is_left_in_place_and_recreated_under_in_pl
 
     let started = Instant::now();
     bed.apply_ipa(ns, &manifest("InPlaceOrRecreate")).await?;
-    let size = status.groups[0].pod_resources[0]
-        .requests
-        .cpu
-        .map(|c| c.to_string());
+    // The size the replacements must have is the group's pod size when they are checked: the load keeps being
+    // read, so it may have moved since the InPlace phase (the point is that they are born sized, off the node).
     // One at a time: at every look, some pod serves, and no second original is gone before a replacement is
     // ready.
     let fewest_serving = std::sync::atomic::AtomicUsize::new(usize::MAX);
     let most_gone_unreplaced = std::sync::atomic::AtomicUsize::new(0);
     let replacements = bed
-        .wait_for_some(
+        .wait_for(
             "both pods recreated at the new size",
-            Duration::from_secs(120),
+            Duration::from_secs(180),
             || async {
                 use std::sync::atomic::Ordering::Relaxed;
                 let pods = pods_of(&bed, ns, app).await?;
+                let size = group_pod_cpu(&bed, ns).await?;
                 let live =
                     |p: &&k8s_openapi::api::core::v1::Pod| p.metadata.deletion_timestamp.is_none();
                 let original = |p: &&k8s_openapi::api::core::v1::Pod| {
@@ -2426,7 +2474,10 @@ async fn a_resize_the_node_cannot_fit_is_left_in_place_and_recreated_under_in_pl
                 if new.is_empty() {
                     most_gone_unreplaced.fetch_max(2 - originals_live.min(2), Relaxed);
                 }
-                Ok((new.len() == 2 && pods.len() == 2).then_some(new))
+                if new.len() == 2 && pods.len() == 2 {
+                    return Ok(Ok(new));
+                }
+                Ok(Err(pods_and_decision(&bed, ns, app).await))
             },
         )
         .await?;
