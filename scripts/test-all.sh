@@ -20,14 +20,20 @@ trap cleanup EXIT
 step "install system packages"
 scripts/install-deps.sh --packages-only
 
-# The Go tools and llama-server build in the background while Cargo compiles: each alone leaves a core idle much
-# of the time (module downloads, link steps, crate chains), so together they finish sooner than one after the other.
+# The Go tools build in the background while Cargo compiles: each alone leaves a core idle much of the time
+# (module downloads, link steps, crate chains), so together they finish sooner than one after the other.
+# llama-server builds beside them at the lowest CPU priority: only the three real-LLM tests need it, and they run
+# last, so it takes what the others leave idle instead of holding the test bed back (a cold run waited 12 min
+# for it after everything else was ready).
 logs=$(mktemp -d)
-step "building the Go tools and llama-server in the background (logs: $logs)"
+step "building the Go tools, and llama-server at low priority, in the background (logs: $logs)"
 # (crane, needed only for the image at the end, is built later, off this critical path.)
-setsid bash -c 'testbed/scripts/build-tools.sh k8s etcd kwok ksm helm && testbed/scripts/llm-build.sh >/dev/null' >"$logs/tools.log" 2>&1 &
+setsid bash -c 'testbed/scripts/build-tools.sh k8s etcd kwok ksm helm' >"$logs/tools.log" 2>&1 &
 tools_pid=$!
 background+=("$tools_pid")
+setsid nice -n 19 bash -c 'testbed/scripts/llm-build.sh >/dev/null' >"$logs/llm.log" 2>&1 &
+llm_pid=$!
+background+=("$llm_pid")
 # Waits for a background job; on failure shows its log's tail and stops the run.
 wait_for() {
   local pid=$1 log=$2 what=$3
@@ -58,13 +64,12 @@ setsid nice -n 19 scripts/fuzz.sh ci 15 >"$logs/fuzz.log" 2>&1 &
 fuzz_pid=$!
 background+=("$fuzz_pid")
 
-step "waiting for the Go tools and llama-server"
-wait_for "$tools_pid" "$logs/tools.log" "building the Go tools and llama-server"
+step "waiting for the Go tools"
+wait_for "$tools_pid" "$logs/tools.log" "building the Go tools"
 grep -E 'done in|built in|cached' "$logs/tools.log" || true
 
-step "test bed and llama-server"
+step "test bed"
 make testbed-up
-make llm-up
 set -a; source testbed/.env; set +a
 # The test bed's helm (built with the other Go tools) renders the chart for the manifest tests.
 HELM=${TESTBED_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ipa-testbed}/bin/helm-$(sed -n 's/^HELM_VERSION=//p' testbed/versions.env)/helm
@@ -83,8 +88,15 @@ background+=("$release_pid")
 step "integration tests against the real parts"
 # Tests that need the test bed or the LLM are #[ignore]d in plain `cargo test`; here they run, and fail
 # (not skip) when a part is missing.
-# The image archive's test waits for the release build (below).
-cargo test --workspace --locked -- --ignored --test-threads=1 --skip scale_benchmark --skip image_archive
+# The image archive's test waits for the release build (below); the agent's (the real LLM's) for llama-server.
+cargo test --workspace --exclude ipa-agent --locked -- --ignored --test-threads=1 --skip scale_benchmark --skip image_archive
+
+step "llama-server and the agent's real-LLM tests"
+wait_for "$llm_pid" "$logs/llm.log" "building llama-server"
+grep -E 'built in|cached' "$logs/llm.log" || true
+make llm-up
+set -a; source testbed/.env; set +a
+cargo test -p ipa-agent --locked -- --ignored --test-threads=1
 
 step "image archive of the release binary, without a container engine"
 # The image and the scale benchmark ship and measure the binary as it ships: a release build (a debug build maps
