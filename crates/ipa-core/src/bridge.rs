@@ -58,8 +58,16 @@ pub fn bridge(
     policy: &ResolvedPolicy,
     wanted: Option<&Wanted>,
 ) {
-    if !policy.in_place || !policy.vertical || !decision.containers.is_empty() {
-        // No in-place resize, or a new base size this cycle: applied to every pod, it ends any bridge.
+    // A new base size this cycle (an OOM kill's memory bump, a right-sizing) goes to every pod and the
+    // template, and is the base from now on: the bridge, if the load still needs one, continues from it. Ending
+    // it there, as it once did, shrank the serving pods to the base in the middle of the burst that had just
+    // OOM-killed one of them.
+    let rebased = !decision.containers.is_empty();
+    let old_base = base_now(snapshot, decision);
+    if rebased {
+        decision.state.bridge = None;
+    }
+    if !policy.in_place || !policy.vertical {
         decision.state.bridge = None;
         return;
     }
@@ -70,12 +78,22 @@ pub fn bridge(
     if ready == 0 {
         return;
     }
-    let base = base_now(snapshot, decision);
-    let Some(base_cpu) = pod_cpu(&base).filter(|c| c.0 > 0) else {
+    let base: Vec<ContainerRecommendation> = old_base
+        .iter()
+        .map(|c| {
+            let new = decision.containers.iter().find(|n| n.name == c.name);
+            new.unwrap_or(c).clone()
+        })
+        .collect();
+    let (Some(old_cpu), Some(base_cpu)) = (
+        pod_cpu(&old_base).filter(|c| c.0 > 0),
+        pod_cpu(&base).filter(|c| c.0 > 0),
+    ) else {
         return;
     };
-    // The base pods the load needs, over the ready ones: the factor each ready pod must grow by.
-    let factor = wanted.exact / f64::from(ready);
+    // The demand in pods of the old base, over the ready ones, in pods of the base: the factor each ready pod
+    // must grow by.
+    let factor = wanted.exact * (old_cpu.as_cores() / base_cpu.as_cores()) / f64::from(ready);
     let bridged = decision.state.bridge.is_some();
     if !factor.is_finite() || factor <= 1.0 + policy.tolerance {
         if bridged {
@@ -90,7 +108,8 @@ pub fn bridge(
     // Never past the largest pod the policy allows (a base already there cannot grow at all).
     let factor = factor.min(policy.max_cpu.as_cores() / base_cpu.as_cores());
     let current = snapshot.pod_cpu_request().unwrap_or(base_cpu).as_cores() / base_cpu.as_cores();
-    if factor <= 1.0 || (bridged && (factor / current - 1.0).abs() <= policy.tolerance) {
+    let settled = bridged && (factor / current - 1.0).abs() <= policy.tolerance;
+    if factor <= 1.0 || settled {
         return;
     }
     decision.running = scaled(&base, factor, policy);
@@ -98,7 +117,7 @@ pub fn bridge(
     decision.rationale.push_str(&format!(
         "; the {ready} ready pods grow in place ×{factor:.2} from {base_cpu} to carry {:.2} pods' worth until \
          the replicas are there",
-        wanted.exact
+        wanted.exact * (old_cpu.as_cores() / base_cpu.as_cores())
     ));
 }
 
@@ -209,6 +228,49 @@ mod tests {
         let d = decide(&s, &in_place(), Advice::None, &GuardState::default(), 0);
         assert!(cpu_request(&d.running).is_some_and(|c| c > 250));
         assert_eq!(d.running[0].limits.cpu, None);
+    }
+
+    #[test]
+    fn an_oom_kill_mid_bridge_bumps_the_base_and_the_bridge_goes_on_from_it() {
+        let first = decide(
+            &load(0.5, 3, 3),
+            &in_place(),
+            Advice::None,
+            &GuardState::default(),
+            0,
+        );
+        let grown = cpu_request(&first.running).unwrap_or(0);
+        // The burst goes on; one serving pod was OOM-killed at its grown limit.
+        let mut burst = load(0.5, first.replicas, 3);
+        burst.containers[0].requests = first.running[0].requests;
+        burst.containers[0].limits = first.running[0].limits;
+        burst.oom_kills = 1;
+        burst.events.push(crate::snapshot::EventSummary {
+            kind: "Warning".into(),
+            reason: "OOMKilling".into(),
+            message: "Memory cgroup out of memory".into(),
+            count: 1,
+            last_seen: 10,
+        });
+        let d = decide(&burst, &in_place(), Advice::None, &first.state, 15);
+        let base = d.state.bridge.as_deref().unwrap_or_default();
+        assert!(!d.containers.is_empty(), "the memory bump is a new base");
+        assert_eq!(base, d.containers.as_slice(), "the bridge goes on from it");
+        assert!(
+            base[0].limits.memory > Some(Bytes(512 * MIB)),
+            "{:?}",
+            base[0].limits
+        );
+        assert_eq!(cpu_request(base), Some(250), "CPU stays at the base");
+        assert!(
+            cpu_request(&d.running).is_some_and(|c| c.abs_diff(grown) <= 10),
+            "the serving pods keep their grown CPU: {:?} vs {grown}m",
+            cpu_request(&d.running)
+        );
+        assert!(
+            d.running[0].limits.memory > first.running[0].limits.memory,
+            "and get more memory than they died at"
+        );
     }
 
     #[test]
