@@ -345,6 +345,26 @@ fn state_of(pod: &PodView, desired: &[ContainerRecommendation]) -> PodState {
     }
 }
 
+/// The bridge's resizes (`ipa_core::bridge`): the ready pods to `running`, which carries the load while new
+/// ones start; pods still starting keep their size — or take `new_base` at once where the base changed this
+/// cycle (an OOM kill's memory bump), before they serve. At its `ending` every pod goes to `running`, the base.
+pub fn bridge_plan(
+    running: &[ContainerRecommendation],
+    new_base: &[ContainerRecommendation],
+    ending: bool,
+    pods: &[PodView],
+) -> ResizePlan {
+    let (serving, starting): (Vec<PodView>, Vec<PodView>) =
+        pods.iter().cloned().partition(|p| ending || p.ready);
+    let mut result = plan(running, &serving);
+    if !new_base.is_empty() {
+        let based = plan(new_base, &starting);
+        result.resizes.extend(based.resizes);
+        result.outcomes.extend(based.outcomes);
+    }
+    result
+}
+
 /// Which pods to resize to `desired` now, and where every pod stands. `desired` holds only the containers IPA
 /// manages; a field left `None` there is left as it is, and a container a pod does not have is ignored.
 pub fn plan(desired: &[ContainerRecommendation], pods: &[PodView]) -> ResizePlan {
@@ -571,6 +591,26 @@ mod tests {
             .iter()
             .find(|o| o.pod == pod)
             .map(|o| o.state.clone())
+    }
+
+    #[test]
+    fn the_bridge_grows_the_ready_pods_and_a_new_base_reaches_the_starting_ones() {
+        let mut starting = pod("starting");
+        starting.ready = false;
+        let pods = [pod("serving"), starting];
+        let (grown, base) = ([want(300, 64, 384)], [want(100, 64, 160)]);
+        let only_grown = bridge_plan(&grown, &[], false, &pods);
+        assert_eq!(state(&only_grown, "serving"), Some(PodState::Resize));
+        assert_eq!(state(&only_grown, "starting"), None, "left at its size");
+        let rebased = bridge_plan(&grown, &base, false, &pods);
+        assert_eq!(rebased.resizes.len(), 2);
+        assert_eq!(state(&rebased, "starting"), Some(PodState::Resize));
+        let ending = bridge_plan(&grown, &[], true, &pods);
+        assert_eq!(
+            ending.resizes.len(),
+            2,
+            "at its end every pod goes to the base"
+        );
     }
 
     #[test]

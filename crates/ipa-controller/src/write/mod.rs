@@ -237,20 +237,13 @@ fn pods_plan(found: &Found, plan: &Plan) -> Option<in_place::ResizePlan> {
         return None;
     }
     if !plan.decision.running.is_empty() {
-        // The bridge (`ipa_core::bridge`): the ready pods carry the load while new ones start, which keep
-        // their size. At its end every pod returns to the base size.
         let ending = plan.decision.state.bridge.is_none();
-        let (serving, starting): (Vec<in_place::PodView>, Vec<in_place::PodView>) =
-            found.pods.iter().cloned().partition(|p| ending || p.ready);
-        let mut pods = in_place::plan(&plan.decision.running, &serving);
-        if !plan.decision.containers.is_empty() {
-            // A new base mid-bridge (an OOM kill's memory bump): the pods still starting take it now, before
-            // they serve, rather than at the bridge's end.
-            let base = in_place::plan(&plan.decision.containers, &starting);
-            pods.resizes.extend(base.resizes);
-            pods.outcomes.extend(base.outcomes);
-        }
-        return Some(pods);
+        return Some(in_place::bridge_plan(
+            &plan.decision.running,
+            &plan.decision.containers,
+            ending,
+            &found.pods,
+        ));
     }
     if plan.resize.is_empty() && plan.decision.state.bridge.is_some() {
         // Mid-bridge the pods run at two sizes on purpose: the serving ones are kept at the size most of them
