@@ -2301,7 +2301,6 @@ async fn create_app_on_the_small_node(bed: &TestBed, ns: &str, app: &str) -> Tes
     Ok(())
 }
 
-/// The group's `Applied` condition: (status, reason, message).
 /// The CPU request the group's pods are brought to (`podResources`), as the status says now.
 async fn group_pod_cpu(bed: &TestBed, ns: &str) -> TestResult<Option<String>> {
     Ok(bed
@@ -2349,6 +2348,7 @@ async fn pods_and_decision(bed: &TestBed, ns: &str, app: &str) -> String {
     format!("pods [{pods}]; {decision}")
 }
 
+/// The group's `Applied` condition: (status, reason, message).
 fn applied(s: &IpaStatus) -> Option<(String, String, String)> {
     let c = s
         .groups

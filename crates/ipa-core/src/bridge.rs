@@ -91,9 +91,10 @@ pub fn bridge(
     ) else {
         return;
     };
-    // The demand in pods of the old base, over the ready ones, in pods of the base: the factor each ready pod
-    // must grow by.
-    let factor = wanted.exact * (old_cpu.as_cores() / base_cpu.as_cores()) / f64::from(ready);
+    // The demand, counted by the fast rule in pods of the old base, in pods of the base; over the ready pods,
+    // the factor each must grow by.
+    let demand = wanted.exact * (old_cpu.as_cores() / base_cpu.as_cores());
+    let factor = demand / f64::from(ready);
     let bridged = decision.state.bridge.is_some();
     if !factor.is_finite() || factor <= 1.0 + policy.tolerance {
         if bridged {
@@ -115,9 +116,8 @@ pub fn bridge(
     decision.running = scaled(&base, factor, policy);
     decision.state.bridge = Some(base);
     decision.rationale.push_str(&format!(
-        "; the {ready} ready pods grow in place ×{factor:.2} from {base_cpu} to carry {:.2} pods' worth until \
-         the replicas are there",
-        wanted.exact * (old_cpu.as_cores() / base_cpu.as_cores())
+        "; the {ready} ready pods grow in place ×{factor:.2} from {base_cpu} to carry {demand:.2} pods' worth until \
+         the replicas are there"
     ));
 }
 
@@ -187,6 +187,17 @@ mod tests {
         s
     }
 
+    /// The first decision on a 3-pod step to 0.5 cores each, with no state yet.
+    fn first_step() -> Decision {
+        decide(
+            &load(0.5, 3, 3),
+            &in_place(),
+            Advice::None,
+            &GuardState::default(),
+            0,
+        )
+    }
+
     fn cpu_request(c: &[ContainerRecommendation]) -> Option<u64> {
         c.first().and_then(|c| c.requests.cpu).map(|v| v.0)
     }
@@ -194,13 +205,7 @@ mod tests {
     #[test]
     fn a_step_grows_the_ready_pods_in_place_and_keeps_the_template() {
         // 3 pods at 0.5 cores of 250m: 0.5 / 0.175 = 2.86 pods' worth each, 8.6 in all.
-        let d = decide(
-            &load(0.5, 3, 3),
-            &in_place(),
-            Advice::None,
-            &GuardState::default(),
-            0,
-        );
+        let d = first_step();
         assert!(d.replicas > 3, "the scale-up is decided on the base size");
         assert!(d.containers.is_empty(), "the template keeps its size");
         let grown = cpu_request(&d.running).unwrap_or(0);
@@ -232,13 +237,7 @@ mod tests {
 
     #[test]
     fn an_oom_kill_mid_bridge_bumps_the_base_and_the_bridge_goes_on_from_it() {
-        let first = decide(
-            &load(0.5, 3, 3),
-            &in_place(),
-            Advice::None,
-            &GuardState::default(),
-            0,
-        );
+        let first = first_step();
         let grown = cpu_request(&first.running).unwrap_or(0);
         // The burst goes on; one serving pod was OOM-killed at its grown limit.
         let mut burst = load(0.5, first.replicas, 3);
@@ -288,13 +287,7 @@ mod tests {
 
     #[test]
     fn the_bridge_ends_when_the_replicas_are_ready() {
-        let first = decide(
-            &load(0.5, 3, 3),
-            &in_place(),
-            Advice::None,
-            &GuardState::default(),
-            0,
-        );
+        let first = first_step();
         let replicas = first.replicas;
         // The new pods are ready; the load per pod is back under the target at the base size.
         let mut now = load(0.16, replicas, replicas);
@@ -311,13 +304,7 @@ mod tests {
 
     #[test]
     fn a_bridge_within_the_tolerance_is_left_alone() {
-        let first = decide(
-            &load(0.5, 3, 3),
-            &in_place(),
-            Advice::None,
-            &GuardState::default(),
-            0,
-        );
+        let first = first_step();
         let mut again = load(0.5, first.replicas, 3);
         again.containers[0].requests = first.running[0].requests;
         again.containers[0].limits = first.running[0].limits;
