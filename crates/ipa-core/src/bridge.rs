@@ -12,6 +12,11 @@
 //! same rule grows the pods while a burst lasts and shrinks them after it, where a rare sizing would keep them
 //! grown for a day.
 //!
+//! Run downwards it is the trim: when the serving pods are more than the load needs (whole pods rounded up, a
+//! ratio inside the tolerance, a scale-down window holding), their CPU request is trimmed to what they carry at
+//! the target utilization, their limits left as they are: what they reserve follows the load, what they can
+//! burst to does not move.
+//!
 //! Where a node has no room, the kubelet defers the resize and the pods keep their size: the bridge is lost,
 //! never the scale-up, which the fast rule decides on the base size as if there were no bridge.
 
@@ -91,35 +96,82 @@ pub fn bridge(
     ) else {
         return;
     };
-    // The demand, counted by the fast rule in pods of the old base, in pods of the base; over the ready pods,
-    // the factor each must grow by.
+    // The demand, counted by the fast rule in pods of the old base, in pods of the base; over the pods that will
+    // serve it (the ready ones, fewer if replicas go), the factor each must be sized by.
     let demand = wanted.exact * (old_cpu.as_cores() / base_cpu.as_cores());
-    let factor = demand / f64::from(ready);
-    let bridged = decision.state.bridge.is_some();
-    if !factor.is_finite() || factor <= 1.0 + policy.tolerance {
-        if bridged {
+    let serving = ready.min(decision.replicas).max(1);
+    let factor = demand / f64::from(serving);
+    let current = snapshot.pod_cpu_request().unwrap_or(base_cpu).as_cores() / base_cpu.as_cores();
+    let fit = Fit::of(factor, policy, base_cpu);
+    if fit == Fit::Base {
+        if decision.state.bridge.is_some() {
             decision.running = base;
             decision.state.bridge = None;
             decision.rationale.push_str(&format!(
-                "; the {ready} ready pods carry the load at their own size ({base_cpu}): bridge ended"
+                "; the {serving} serving pods carry the load at their own size ({base_cpu}): bridge ended"
             ));
         }
         return;
     }
-    // Never past the largest pod the policy allows (a base already there cannot grow at all).
-    let factor = factor.min(policy.max_cpu.as_cores() / base_cpu.as_cores());
-    let current = snapshot.pod_cpu_request().unwrap_or(base_cpu).as_cores() / base_cpu.as_cores();
-    let settled = bridged && (factor / current - 1.0).abs() <= policy.tolerance;
-    if factor <= 1.0 || settled {
+    // A change within the tolerance is not worth a resize, as a ratio within it is not worth a replica (a new
+    // base always is: the pods take it, fitted).
+    if !rebased && (fit.factor() / current - 1.0).abs() <= policy.tolerance {
         return;
     }
-    decision.running = scaled(&base, factor, policy);
+    decision.rationale.push_str(&match fit {
+        Fit::Grown(f) => format!(
+            "; the {serving} serving pods grow in place ×{f:.2} from {base_cpu} to carry {demand:.2} pods' worth \
+             until the replicas are there"
+        ),
+        Fit::Trimmed(f) => format!(
+            "; the {serving} serving pods need {demand:.2} pods' worth: their CPU request is trimmed in place \
+             ×{f:.2} from {base_cpu} (their limit stays)"
+        ),
+        Fit::Base => String::new(),
+    });
+    decision.running = match fit {
+        Fit::Trimmed(f) => trimmed(&base, f, policy),
+        _ => scaled(&base, fit.factor(), policy),
+    };
     decision.state.bridge = Some(base);
-    decision.rationale.push_str(&format!(
-        "; the {ready} ready pods grow in place ×{factor:.2} from {base_cpu} to carry {demand:.2} pods' worth until \
-         the replicas are there"
-    ));
 }
+
+/// The size the serving pods should run at, relative to their base.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fit {
+    /// Within the tolerance above the base, or no demand known: the base.
+    Base,
+    /// Above the tolerance: grown by this factor (at most to the policy's largest pod).
+    Grown(f64),
+    /// Below the base: the CPU request trimmed by this factor (at least [`MIN_TRIM`]).
+    Trimmed(f64),
+}
+
+impl Fit {
+    fn of(factor: f64, policy: &ResolvedPolicy, base_cpu: CpuMillis) -> Self {
+        let largest = policy.max_cpu.as_cores() / base_cpu.as_cores();
+        if !factor.is_finite() {
+            Fit::Base
+        } else if factor < 1.0 {
+            Fit::Trimmed(factor.max(MIN_TRIM))
+        } else if factor > 1.0 + policy.tolerance && largest > 1.0 {
+            Fit::Grown(factor.min(largest))
+        } else {
+            Fit::Base
+        }
+    }
+
+    fn factor(self) -> f64 {
+        match self {
+            Fit::Base => 1.0,
+            Fit::Grown(f) | Fit::Trimmed(f) => f,
+        }
+    }
+}
+
+/// The deepest trim: a pod's CPU request never goes under half its base, so the base (what new pods are born
+/// with and what the scheduler placed) stays a fair estimate of what each pod reserves.
+const MIN_TRIM: f64 = 0.5;
 
 /// Sum of the containers' CPU requests (every container must have one).
 fn pod_cpu(containers: &[ContainerRecommendation]) -> Option<CpuMillis> {
@@ -160,6 +212,29 @@ fn scaled(
                 cpu: cpu(c.limits.cpu).map(|l| l.max(cpu(c.requests.cpu).unwrap_or(l))),
                 memory: memory(c.limits.memory),
             },
+        })
+        .collect()
+}
+
+/// The base with its CPU requests trimmed by `factor` (< 1). Limits stay, so a trimmed pod can still burst to
+/// what it could before until the next sync grows it back; only where request = limit (a Guaranteed pod) the
+/// limit follows, as a resize may not change a pod's QoS class. Memory is left alone: a working set does not
+/// shrink with a trim, and a lower memory limit risks an OOM kill.
+fn trimmed(
+    base: &[ContainerRecommendation],
+    factor: f64,
+    policy: &ResolvedPolicy,
+) -> Vec<ContainerRecommendation> {
+    scaled(base, factor, policy)
+        .into_iter()
+        .zip(base)
+        .map(|(mut t, b)| {
+            if b.limits.cpu != b.requests.cpu {
+                t.limits.cpu = b.limits.cpu;
+            }
+            t.requests.memory = b.requests.memory;
+            t.limits.memory = b.limits.memory;
+            t
         })
         .collect()
 }
@@ -289,8 +364,8 @@ mod tests {
     fn the_bridge_ends_when_the_replicas_are_ready() {
         let first = first_step();
         let replicas = first.replicas;
-        // The new pods are ready; the load per pod is back under the target at the base size.
-        let mut now = load(0.16, replicas, replicas);
+        // The new pods are ready; the load per pod is back near the target at the base size (0.18 of 0.175).
+        let mut now = load(0.18, replicas, replicas);
         now.containers[0].requests = first.running[0].requests;
         now.containers[0].limits = first.running[0].limits;
         let d = decide(&now, &in_place(), Advice::None, &first.state, 15);
@@ -314,6 +389,58 @@ mod tests {
     }
 
     #[test]
+    fn fewer_pods_worth_than_replicas_trims_the_cpu_request_and_keeps_the_limits() {
+        // 3 pods at 0.14 cores: 0.8 pods' worth each of 250m at 70 %, within the fast rule's tolerance.
+        let d = decide(
+            &load(0.14, 3, 3),
+            &in_place(),
+            Advice::None,
+            &GuardState::default(),
+            0,
+        );
+        assert_eq!(d.replicas, 3);
+        assert!(d.containers.is_empty(), "the template keeps its size");
+        assert!(
+            cpu_request(&d.running).is_some_and(|c| (200..=201).contains(&c)),
+            "{}",
+            d.rationale
+        );
+        let base = d.state.bridge.as_deref().unwrap_or_default();
+        assert_eq!(cpu_request(base), Some(250));
+        assert_eq!(d.running[0].limits, base[0].limits, "the limits stay");
+        assert_eq!(d.running[0].requests.memory, base[0].requests.memory);
+        assert!(d.rationale.contains("trimmed"), "{}", d.rationale);
+    }
+
+    #[test]
+    fn a_guaranteed_pod_is_trimmed_with_its_limit_so_its_qos_class_stays() {
+        let mut s = load(0.14, 3, 3);
+        s.containers[0].limits.cpu = s.containers[0].requests.cpu;
+        let d = decide(&s, &in_place(), Advice::None, &GuardState::default(), 0);
+        let trimmed = cpu_request(&d.running);
+        assert!(trimmed.is_some_and(|c| (200..=201).contains(&c)));
+        assert_eq!(d.running[0].limits.cpu.map(|c| c.0), trimmed);
+    }
+
+    #[test]
+    fn a_trim_within_the_tolerance_is_not_worth_a_resize_and_an_idle_pod_keeps_half() {
+        // 0.16 cores: 0.91 pods' worth, 9 % under the base.
+        let near = decide(
+            &load(0.16, 3, 3),
+            &in_place(),
+            Advice::None,
+            &GuardState::default(),
+            0,
+        );
+        assert!(near.running.is_empty() && near.state.bridge.is_none());
+        let mut idle = load(0.001, 3, 3);
+        idle.replicas = 1;
+        idle.ready_replicas = Some(1);
+        let d = decide(&idle, &in_place(), Advice::None, &GuardState::default(), 0);
+        assert_eq!(cpu_request(&d.running), Some(125), "{}", d.rationale);
+    }
+
+    #[test]
     fn flat_load_within_the_target_is_never_bridged() {
         let d = decide(
             &load(0.17, 3, 3),
@@ -326,20 +453,21 @@ mod tests {
     }
 
     proptest! {
-        /// Whatever the load, the bridge only grows (never below the base), never past the policy's largest pod,
-        /// and the template is never changed by it.
+        /// Whatever the load, the serving pods stay between half their base and the policy's largest pod, a
+        /// limit never under its request, and the template is never changed by it.
         #[test]
-        fn bridges_stay_between_the_base_and_the_largest_pod(
+        fn fitted_pods_stay_between_half_the_base_and_the_largest_pod(
             cpu in 0.0f64..20.0, replicas in 1u32..30, ready_share in 0.0f64..=1.0,
         ) {
             let ready = ((f64::from(replicas) * ready_share) as u32).min(replicas);
             let policy = ResolvedPolicy { max_cpu: CpuMillis(2000), ..in_place() };
             let d = decide(&load(cpu, replicas, ready), &policy, Advice::None, &GuardState::default(), 0);
-            if let Some(grown) = cpu_request(&d.running) {
-                prop_assert!(grown > 250 && grown <= 2000, "{grown}");
+            if let Some(fitted) = cpu_request(&d.running) {
+                prop_assert!((125..=2000).contains(&fitted) && fitted != 250, "{fitted}");
                 prop_assert!(ready > 0);
                 let limit = d.running[0].limits.cpu.map_or(0, |c| c.0);
-                prop_assert!(limit >= grown && limit <= 2000, "limit {limit}");
+                prop_assert!(limit >= fitted && limit <= 2000, "limit {limit}");
+                prop_assert!(limit >= 500 || fitted > 250, "a trim keeps the limit: {limit}");
             }
             prop_assert!(d.containers.is_empty());
         }
