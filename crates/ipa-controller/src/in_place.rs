@@ -346,10 +346,12 @@ fn state_of(pod: &PodView, desired: &[ContainerRecommendation]) -> PodState {
 }
 
 /// The bridge's resizes (`ipa_core::bridge`): the ready pods to `running`, which carries the load while new
-/// ones start; pods still starting keep their size — or take `new_base` at once where the base changed this
-/// cycle (an OOM kill's memory bump), before they serve. At its `ending` every pod goes to `running`, the base.
+/// ones start; pods still starting keep their size — or take `born` (the grown pods' memory limits, for the
+/// load they take once ready) or `new_base` (an OOM kill's memory bump this cycle) at once, before they serve.
+/// At its `ending` every pod goes to `running`, the base.
 pub fn bridge_plan(
     running: &[ContainerRecommendation],
+    born: &[ContainerRecommendation],
     new_base: &[ContainerRecommendation],
     ending: bool,
     pods: &[PodView],
@@ -357,8 +359,10 @@ pub fn bridge_plan(
     let (serving, starting): (Vec<PodView>, Vec<PodView>) =
         pods.iter().cloned().partition(|p| ending || p.ready);
     let mut result = plan(running, &serving);
-    if !new_base.is_empty() {
-        let based = plan(new_base, &starting);
+    // `born` is drawn from the new base where there is one.
+    let starting_size = if born.is_empty() { new_base } else { born };
+    if !starting_size.is_empty() {
+        let based = plan(starting_size, &starting);
         result.resizes.extend(based.resizes);
         result.outcomes.extend(based.outcomes);
     }
@@ -594,18 +598,25 @@ mod tests {
     }
 
     #[test]
-    fn the_bridge_grows_the_ready_pods_and_a_new_base_reaches_the_starting_ones() {
+    fn the_bridge_grows_the_ready_pods_and_the_starting_ones_take_a_new_base_or_the_grown_memory() {
         let mut starting = pod("starting");
         starting.ready = false;
         let pods = [pod("serving"), starting];
         let (grown, base) = ([want(300, 64, 384)], [want(100, 64, 160)]);
-        let only_grown = bridge_plan(&grown, &[], false, &pods);
+        let only_grown = bridge_plan(&grown, &[], &[], false, &pods);
         assert_eq!(state(&only_grown, "serving"), Some(PodState::Resize));
         assert_eq!(state(&only_grown, "starting"), None, "left at its size");
-        let rebased = bridge_plan(&grown, &base, false, &pods);
+        let rebased = bridge_plan(&grown, &[], &base, false, &pods);
         assert_eq!(rebased.resizes.len(), 2);
         assert_eq!(state(&rebased, "starting"), Some(PodState::Resize));
-        let ending = bridge_plan(&grown, &[], true, &pods);
+        let born = [want(100, 64, 384)];
+        let growing = bridge_plan(&grown, &born, &base, false, &pods);
+        assert_eq!(state(&growing, "starting"), Some(PodState::Resize));
+        assert!(
+            growing.resizes.iter().any(|r| r.pod == "starting"),
+            "a pod starting takes the grown memory limit before it serves"
+        );
+        let ending = bridge_plan(&grown, &[], &[], true, &pods);
         assert_eq!(
             ending.resizes.len(),
             2,

@@ -79,10 +79,6 @@ pub fn bridge(
     let Some(wanted) = wanted else {
         return;
     };
-    let ready = snapshot.ready_replicas.unwrap_or(snapshot.replicas);
-    if ready == 0 {
-        return;
-    }
     let base: Vec<ContainerRecommendation> = old_base
         .iter()
         .map(|c| {
@@ -99,6 +95,16 @@ pub fn bridge(
     // The demand, counted by the fast rule in pods of the old base, in pods of the base; over the pods that will
     // serve it (the ready ones, fewer if replicas go), the factor each must be sized by.
     let demand = wanted.exact * (old_cpu.as_cores() / base_cpu.as_cores());
+    decision.born = born(&base, demand / f64::from(decision.replicas.max(1)), policy);
+    let ready = snapshot.ready_replicas.unwrap_or(snapshot.replicas);
+    if ready == 0 {
+        // Every pod is starting (or restarting after an OOM kill): nothing serves to grow, but the pods that
+        // will serve can be born for their share of the load.
+        if !decision.born.is_empty() {
+            decision.state.bridge = Some(base);
+        }
+        return;
+    }
     let serving = ready.min(decision.replicas).max(1);
     let factor = demand / f64::from(serving);
     let current = snapshot.pod_cpu_request().unwrap_or(base_cpu).as_cores() / base_cpu.as_cores();
@@ -216,6 +222,33 @@ fn scaled(
         .collect()
 }
 
+/// The size for pods still starting when, once every replica serves, each carries `factor` (> 1 + tolerance)
+/// base pods' worth: the base with its memory limits grown by it. A new pod takes its share of the load as
+/// soon as it is ready, before the next sync can resize it; at the base's memory limit it was OOM-killed there
+/// (five new pods, ready after the one serving pod had been OOM-killed, on the simulator's network-in burst).
+/// Memory limits only: they reserve nothing, where a grown CPU request would be paid for all the while the pod
+/// starts, and a CPU limit only throttles. Empty when the factor is within the tolerance.
+fn born(
+    base: &[ContainerRecommendation],
+    factor: f64,
+    policy: &ResolvedPolicy,
+) -> Vec<ContainerRecommendation> {
+    if !factor.is_finite() || factor <= 1.0 + policy.tolerance {
+        return Vec::new();
+    }
+    scaled(base, factor, policy)
+        .into_iter()
+        .zip(base)
+        .map(|(grown, b)| ContainerRecommendation {
+            limits: Resources {
+                memory: grown.limits.memory,
+                ..b.limits
+            },
+            ..b.clone()
+        })
+        .collect()
+}
+
 /// The base with its CPU requests trimmed by `factor` (< 1). Limits stay, so a trimmed pod can still burst to
 /// what it could before until the next sync grows it back; only where request = limit (a Guaranteed pod) the
 /// limit follows, as a resize may not change a pod's QoS class. Memory is left alone: a working set does not
@@ -298,6 +331,72 @@ mod tests {
         assert_eq!(
             cpu_request(d.state.bridge.as_deref().unwrap_or_default()),
             Some(250)
+        );
+    }
+
+    /// The base's memory limit, in bytes.
+    fn memory_limit(c: &[ContainerRecommendation]) -> f64 {
+        c.first()
+            .and_then(|c| c.limits.memory)
+            .map_or(0.0, Bytes::as_f64)
+    }
+
+    #[test]
+    fn pods_born_during_a_bridge_get_memory_limits_for_their_share_and_the_base_cpu() {
+        // 8.6 pods' worth on the replicas decided: each takes more than a base pod's once ready.
+        let d = first_step();
+        let base = d.state.bridge.clone().unwrap_or_default();
+        assert!(d.replicas < 8, "{} replicas: {}", d.replicas, d.rationale);
+        let factor = memory_limit(&d.born) / memory_limit(&base);
+        let expected = 0.5 * 3.0 / 0.175 / f64::from(d.replicas);
+        assert!(
+            (factor - expected).abs() < 0.01,
+            "×{factor:.3}, not ×{expected:.3}"
+        );
+        assert_eq!(
+            d.born[0].requests, base[0].requests,
+            "requests stay at the base"
+        );
+        assert_eq!(d.born[0].limits.cpu, base[0].limits.cpu);
+        // Settled (the same factor again), the serving pods are left; pods born since get their share of the
+        // replicas decided now, or the base once that is within the tolerance.
+        let mut again = load(0.5, d.replicas, 3);
+        again.containers[0].requests = d.running[0].requests;
+        again.containers[0].limits = d.running[0].limits;
+        let settled = decide(&again, &in_place(), Advice::None, &d.state, 15);
+        assert!(settled.running.is_empty());
+        let share = 0.5 * 3.0 / 0.175 / f64::from(settled.replicas);
+        assert_eq!(settled.born.is_empty(), share <= 1.1, "×{share:.2}");
+        let trim = decide(
+            &load(0.14, 3, 3),
+            &in_place(),
+            Advice::None,
+            &GuardState::default(),
+            0,
+        );
+        assert!(trim.born.is_empty(), "a trim leaves new pods at the base");
+    }
+
+    #[test]
+    fn with_every_pod_starting_the_new_ones_are_born_for_the_load_the_rate_shows() {
+        // The one pod was OOM-killed under a burst: no pod reports usage, the request rate says 20 × more.
+        let mut s = load(0.2, 1, 0);
+        s.cpu_per_pod = None;
+        s.request_rate = Some(crate::test_support::stats(2400.0, 2400.0));
+        s.history = Some(crate::snapshot::DemandHistory {
+            step_seconds: 300,
+            cpu_cores: vec![Some(0.2); 24],
+            request_rate: vec![Some(120.0); 24],
+        });
+        let d = decide(&s, &in_place(), Advice::None, &GuardState::default(), 0);
+        assert!(d.replicas > 1, "{}", d.rationale);
+        assert!(d.running.is_empty(), "nothing serves to grow");
+        let base = d.state.bridge.clone().unwrap_or_default();
+        assert!(
+            memory_limit(&d.born) > 1.5 * memory_limit(&base),
+            "born {:?}, base {:?}",
+            d.born,
+            base
         );
     }
 

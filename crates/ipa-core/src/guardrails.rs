@@ -58,6 +58,9 @@ pub struct Decision {
     /// Sizes for the pods serving now, in place only, leaving the template and new pods at `containers` (or
     /// as they are): the [`crate::bridge`] while new replicas start, or its end. Empty: no such resize.
     pub running: Vec<ContainerRecommendation>,
+    /// Sizes for the pods still starting while the bridge grows the serving ones, in place only: the base with
+    /// the grown pods' memory limits. Empty: pods starting keep their size (or take `containers`).
+    pub born: Vec<ContainerRecommendation>,
     pub notes: Vec<GuardrailNote>,
     pub state: GuardState,
     /// What shaped the decision: the built-in rules, a model's advice, or the built-in standing in for a
@@ -124,6 +127,7 @@ pub(crate) fn guard_with_need(
         replicas,
         containers,
         running: Vec::new(),
+        born: Vec::new(),
         notes,
         state,
         source: proposal.source,

@@ -144,6 +144,9 @@ pub struct Action {
     /// pod created later) as it is: IPA's bridge while new replicas start. Ignored where the cluster has no
     /// in-place resize.
     pub resize_ready: Option<PodTemplate>,
+    /// Resize the pods of the current template still starting in place to this size (IPA's bridge: a pod
+    /// born while the serving ones are grown takes their load once ready). Ignored without in-place resize.
+    pub resize_starting: Option<PodTemplate>,
 }
 
 /// Counters from applying actions and reconciling.
@@ -335,12 +338,17 @@ impl Cluster {
                 self.generation += 1;
             }
         }
-        if let Some(size) = action.resize_ready
-            && self.config.in_place_resize
-        {
+        if self.config.in_place_resize {
             let generation = self.generation;
-            for pod in &mut self.pods {
-                if pod.ready() && pod.generation == generation && pod.template != size {
+            for pod in self.pods.iter_mut().filter(|p| p.generation == generation) {
+                let size = if pod.ready() {
+                    action.resize_ready
+                } else {
+                    action.resize_starting
+                };
+                if let Some(size) = size
+                    && pod.template != size
+                {
                     pod.template = size;
                     outcome.scale_action = true;
                 }
@@ -513,6 +521,37 @@ mod tests {
         );
         assert_eq!(c.template().cpu_request, CpuMillis(500));
         assert!(!c.rollout_in_progress(), "a resize in place is no rollout");
+    }
+
+    #[test]
+    fn pods_still_starting_take_their_own_size_in_place() {
+        let mut c = Cluster::new(ClusterConfig::default(), 1, template(500), 0.0);
+        let _ = c.apply(
+            &Action {
+                replicas: Some(2),
+                ..Action::default()
+            },
+            0.0,
+        );
+        let _ = c.apply(
+            &Action {
+                resize_ready: Some(template(1500)),
+                resize_starting: Some(template(700)),
+                ..Action::default()
+            },
+            1.0,
+        );
+        let out = c.step(15.0, 10.0);
+        let sizes: Vec<(bool, CpuMillis)> = out
+            .pods
+            .iter()
+            .map(|p| (p.ready, p.template.cpu_request))
+            .collect();
+        assert_eq!(
+            sizes,
+            vec![(true, CpuMillis(1500)), (false, CpuMillis(700))]
+        );
+        assert_eq!(c.template().cpu_request, CpuMillis(500));
     }
 
     #[test]

@@ -240,6 +240,7 @@ fn pods_plan(found: &Found, plan: &Plan) -> Option<in_place::ResizePlan> {
         let ending = plan.decision.state.bridge.is_none();
         return Some(in_place::bridge_plan(
             &plan.decision.running,
+            &plan.decision.born,
             &plan.decision.containers,
             ending,
             &found.pods,
@@ -247,10 +248,15 @@ fn pods_plan(found: &Found, plan: &Plan) -> Option<in_place::ResizePlan> {
     }
     if plan.resize.is_empty() && plan.decision.state.bridge.is_some() {
         // Mid-bridge the pods run at two sizes on purpose: the serving ones are kept at the size most of them
-        // run (and one its node refuses is reported), those still starting are left at the base.
-        let ready: Vec<in_place::PodView> =
-            found.pods.iter().filter(|p| p.ready).cloned().collect();
-        return Some(in_place::plan(&current_pod_size(found), &ready));
+        // run (and one its node refuses is reported), those still starting are left at the base — or take
+        // the grown pods' memory limits (`born`) while the bridge grows.
+        return Some(in_place::bridge_plan(
+            &current_pod_size(found),
+            &plan.decision.born,
+            &[],
+            false,
+            &found.pods,
+        ));
     }
     let desired = if plan.resize.is_empty() {
         current_pod_size(found)

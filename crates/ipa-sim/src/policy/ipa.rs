@@ -345,6 +345,7 @@ impl Autoscaler for Ipa {
             // Resized in place where the cluster allows it (the controller's `InPlace` update mode).
             in_place: true,
             resize_ready: sized(&decision.running, &serving),
+            resize_starting: sized(&decision.born, &obs.template),
         }
     }
 }
