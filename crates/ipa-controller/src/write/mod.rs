@@ -93,6 +93,11 @@ fn pod_size(found: &Found, plan: &Plan) -> Option<Vec<ContainerRecommendation>> 
         // The bridge is for the pods serving now: a pod created meanwhile is born at the base size.
         return Some(base.clone());
     }
+    if !plan.decision.running.is_empty() {
+        // The bridge ends this cycle: every pod goes back to the base. Most pods still run grown or trimmed
+        // (as read), and a pod born now at that size could land on a node the base does not fit.
+        return Some(plan.decision.running.clone());
+    }
     Some(current_pod_size(found))
 }
 
