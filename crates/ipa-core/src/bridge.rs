@@ -95,7 +95,13 @@ pub fn bridge(
     // The demand, counted by the fast rule in pods of the old base, in pods of the base; over the pods that will
     // serve it (the ready ones, fewer if replicas go), the factor each must be sized by.
     let demand = wanted.exact * (old_cpu.as_cores() / base_cpu.as_cores());
-    decision.born = born(&base, demand / f64::from(decision.replicas.max(1)), policy);
+    let share = demand / f64::from(decision.replicas.max(1));
+    decision.born = born(&base, share, policy);
+    if !decision.born.is_empty() {
+        decision.rationale.push_str(&format!(
+            "; pods starting get memory limits ×{share:.2} for their share of {demand:.2} pods' worth"
+        ));
+    }
     let ready = snapshot.ready_replicas.unwrap_or(snapshot.replicas);
     if ready == 0 {
         // Every pod is starting (or restarting after an OOM kill): nothing serves to grow, but the pods that
@@ -124,17 +130,9 @@ pub fn bridge(
     if !rebased && (fit.factor() / current - 1.0).abs() <= policy.tolerance {
         return;
     }
-    decision.rationale.push_str(&match fit {
-        Fit::Grown(f) => format!(
-            "; the {serving} serving pods grow in place ×{f:.2} from {base_cpu} to carry {demand:.2} pods' worth \
-             until the replicas are there"
-        ),
-        Fit::Trimmed(f) => format!(
-            "; the {serving} serving pods need {demand:.2} pods' worth: their CPU request is trimmed in place \
-             ×{f:.2} from {base_cpu} (their limit stays)"
-        ),
-        Fit::Base => String::new(),
-    });
+    decision
+        .rationale
+        .push_str(&fit.describe(serving, demand, base_cpu));
     decision.running = match fit {
         Fit::Trimmed(f) => trimmed(&base, f, policy),
         _ => scaled(&base, fit.factor(), policy),
@@ -164,6 +162,20 @@ impl Fit {
             Fit::Grown(factor.min(largest))
         } else {
             Fit::Base
+        }
+    }
+
+    fn describe(self, serving: u32, demand: f64, base_cpu: CpuMillis) -> String {
+        match self {
+            Fit::Grown(f) => format!(
+                "; the {serving} serving pods grow in place ×{f:.2} from {base_cpu} to carry {demand:.2} pods' \
+                 worth until the replicas are there"
+            ),
+            Fit::Trimmed(f) => format!(
+                "; the {serving} serving pods need {demand:.2} pods' worth: their CPU request is trimmed in place \
+                 ×{f:.2} from {base_cpu} (their limit stays)"
+            ),
+            Fit::Base => String::new(),
         }
     }
 
@@ -391,6 +403,11 @@ mod tests {
         let d = decide(&s, &in_place(), Advice::None, &GuardState::default(), 0);
         assert!(d.replicas > 1, "{}", d.rationale);
         assert!(d.running.is_empty(), "nothing serves to grow");
+        assert!(
+            d.rationale.contains("pods starting get memory limits"),
+            "{}",
+            d.rationale
+        );
         let base = d.state.bridge.clone().unwrap_or_default();
         assert!(
             memory_limit(&d.born) > 1.5 * memory_limit(&base),
