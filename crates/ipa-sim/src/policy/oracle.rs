@@ -3,7 +3,8 @@
 //! most one reference pod (1 core of request) unless `max_replicas` forces bigger ones, and never bigger than the
 //! cluster's `max_pod_cpu` (the bound every policy has). Resizes are applied in place where the cluster allows it
 //! (no restart); the only delay the oracle pays is pod start-up. Memory request = the working set at
-//! that demand; limits keep the initial template's limit/request ratios.
+//! that demand; limits keep the initial template's limit/request ratios. In place, the CPU request reserves
+//! only for the step the pods serve (it can follow every step) and the limit keeps the look-ahead size.
 
 use ipa_core::{Bytes, CpuMillis};
 
@@ -31,6 +32,8 @@ pub struct Oracle {
     max_pod_cpu_cores: f64,
     cpu_limit_ratio: Option<f64>,
     memory_limit_ratio: Option<f64>,
+    /// The cluster resizes pods in place: the request may follow each step.
+    in_place: bool,
 }
 
 impl Oracle {
@@ -70,6 +73,7 @@ impl Oracle {
                 t.cpu_request.as_cores(),
             ),
             memory_limit_ratio: ratio(t.memory_limit.map(Bytes::as_f64), t.memory_request.as_f64()),
+            in_place: settings.cluster.in_place_resize,
         }
     }
 
@@ -85,15 +89,26 @@ impl Oracle {
         let replicas = (wanted.max(0.0) as u32)
             .clamp(self.min_replicas, self.max_replicas.max(self.min_replicas));
         let mut per_pod_rps = demand_rps / f64::from(replicas.max(1));
+        let mut reserved_rps = per_pod_rps;
         if let Some((next_demand, serving)) = next {
             let serving = serving.min(replicas).max(1);
-            per_pod_rps = per_pod_rps.max(next_demand / f64::from(serving));
+            let next_share = next_demand / f64::from(serving);
+            per_pod_rps = per_pod_rps.max(next_share);
+            // In place, the request can follow each step: it reserves for the step served, and the limit,
+            // sized as ever for the look-ahead peak, serves the rest.
+            reserved_rps = if self.in_place {
+                next_share
+            } else {
+                per_pod_rps
+            };
         }
         let cpu = (self.model.cpu_demand_cores(per_pod_rps) / self.target)
             .clamp(MIN_CPU_CORES, self.max_pod_cpu_cores);
+        let reserved =
+            (self.model.cpu_demand_cores(reserved_rps) / self.target).clamp(MIN_CPU_CORES, cpu);
         let memory = self.model.memory_bytes(per_pod_rps).max(MIN_MEMORY_BYTES);
         let template = PodTemplate {
-            cpu_request: CpuMillis::from_cores_f64(cpu),
+            cpu_request: CpuMillis::from_cores_f64(reserved),
             cpu_limit: self
                 .cpu_limit_ratio
                 .map(|r| CpuMillis::from_cores_f64(cpu * r)),
@@ -139,5 +154,34 @@ impl Autoscaler for Oracle {
             in_place: true,
             ..Action::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::{Pattern, synthetic};
+
+    #[test]
+    fn in_place_the_request_reserves_for_the_step_served_and_the_limit_for_the_look_ahead() {
+        let mut settings = SimSettings::default();
+        let w = synthetic(Pattern::Constant, 1.0, &settings.cluster.model);
+        let (replicas, ahead) = Oracle::new(&settings, &w).plan(300.0, Some((100.0, 3)));
+        let per_pod = |rps: f64| {
+            CpuMillis::from_cores_f64(settings.cluster.model.cpu_demand_cores(rps) / 0.7)
+        };
+        assert_eq!(ahead.cpu_request, per_pod(100.0 / 3.0));
+        let limit = ahead.cpu_limit.map_or(0, |l| l.0);
+        assert!(
+            limit >= per_pod(300.0 / f64::from(replicas)).0,
+            "the limit holds the look-ahead: {limit}m"
+        );
+        settings.cluster.in_place_resize = false;
+        let (_, rolled) = Oracle::new(&settings, &w).plan(300.0, Some((100.0, 3)));
+        assert_eq!(
+            rolled.cpu_request,
+            per_pod((300.0 / f64::from(replicas)).max(100.0 / 3.0)),
+            "without in-place resize the request holds the look-ahead"
+        );
     }
 }
