@@ -95,13 +95,7 @@ pub fn bridge(
     // The demand, counted by the fast rule in pods of the old base, in pods of the base; over the pods that will
     // serve it (the ready ones, fewer if replicas go), the factor each must be sized by.
     let demand = wanted.exact * (old_cpu.as_cores() / base_cpu.as_cores());
-    let share = demand / f64::from(decision.replicas.max(1));
-    decision.born = born(&base, share, policy);
-    if !decision.born.is_empty() {
-        decision.rationale.push_str(&format!(
-            "; pods starting get memory limits ×{share:.2} for their share of {demand:.2} pods' worth"
-        ));
-    }
+    size_the_born(decision, &base, demand, policy);
     let ready = snapshot.ready_replicas.unwrap_or(snapshot.replicas);
     if ready == 0 {
         // Every pod is starting (or restarting after an OOM kill): nothing serves to grow, but the pods that
@@ -138,6 +132,23 @@ pub fn bridge(
         _ => scaled(&base, fit.factor(), policy),
     };
     decision.state.bridge = Some(base);
+}
+
+/// Sets `decision.born` for the pods still starting: their share of `demand` (in base pods) once every replica
+/// decided serves, and says so in the rationale.
+fn size_the_born(
+    decision: &mut Decision,
+    base: &[ContainerRecommendation],
+    demand: f64,
+    policy: &ResolvedPolicy,
+) {
+    let share = demand / f64::from(decision.replicas.max(1));
+    decision.born = born(base, share, policy);
+    if !decision.born.is_empty() {
+        decision.rationale.push_str(&format!(
+            "; pods starting get memory limits ×{share:.2} for their share of {demand:.2} pods' worth"
+        ));
+    }
 }
 
 /// The size the serving pods should run at, relative to their base.
@@ -307,15 +318,14 @@ mod tests {
         s
     }
 
+    /// The fast loop's first decision on `s` in place, with no state yet.
+    fn fresh(s: &MetricsSnapshot) -> Decision {
+        decide(s, &in_place(), Advice::None, &GuardState::default(), 0)
+    }
+
     /// The first decision on a 3-pod step to 0.5 cores each, with no state yet.
     fn first_step() -> Decision {
-        decide(
-            &load(0.5, 3, 3),
-            &in_place(),
-            Advice::None,
-            &GuardState::default(),
-            0,
-        )
+        fresh(&load(0.5, 3, 3))
     }
 
     fn cpu_request(c: &[ContainerRecommendation]) -> Option<u64> {
@@ -379,13 +389,7 @@ mod tests {
         assert!(settled.running.is_empty());
         let share = 0.5 * 3.0 / 0.175 / f64::from(settled.replicas);
         assert_eq!(settled.born.is_empty(), share <= 1.1, "×{share:.2}");
-        let trim = decide(
-            &load(0.14, 3, 3),
-            &in_place(),
-            Advice::None,
-            &GuardState::default(),
-            0,
-        );
+        let trim = fresh(&load(0.14, 3, 3));
         assert!(trim.born.is_empty(), "a trim leaves new pods at the base");
     }
 
@@ -400,7 +404,7 @@ mod tests {
             cpu_cores: vec![Some(0.2); 24],
             request_rate: vec![Some(120.0); 24],
         });
-        let d = decide(&s, &in_place(), Advice::None, &GuardState::default(), 0);
+        let d = fresh(&s);
         assert!(d.replicas > 1, "{}", d.rationale);
         assert!(d.running.is_empty(), "nothing serves to grow");
         assert!(
@@ -421,7 +425,7 @@ mod tests {
     fn a_container_without_a_cpu_limit_gets_none_from_the_bridge() {
         let mut s = load(0.5, 3, 3);
         s.containers[0].limits.cpu = None;
-        let d = decide(&s, &in_place(), Advice::None, &GuardState::default(), 0);
+        let d = fresh(&s);
         assert!(cpu_request(&d.running).is_some_and(|c| c > 250));
         assert_eq!(d.running[0].limits.cpu, None);
     }
@@ -507,13 +511,7 @@ mod tests {
     #[test]
     fn fewer_pods_worth_than_replicas_trims_the_cpu_request_and_keeps_the_limits() {
         // 3 pods at 0.14 cores: 0.8 pods' worth each of 250m at 70 %, within the fast rule's tolerance.
-        let d = decide(
-            &load(0.14, 3, 3),
-            &in_place(),
-            Advice::None,
-            &GuardState::default(),
-            0,
-        );
+        let d = fresh(&load(0.14, 3, 3));
         assert_eq!(d.replicas, 3);
         assert!(d.containers.is_empty(), "the template keeps its size");
         assert!(
@@ -532,7 +530,7 @@ mod tests {
     fn a_guaranteed_pod_is_trimmed_with_its_limit_so_its_qos_class_stays() {
         let mut s = load(0.14, 3, 3);
         s.containers[0].limits.cpu = s.containers[0].requests.cpu;
-        let d = decide(&s, &in_place(), Advice::None, &GuardState::default(), 0);
+        let d = fresh(&s);
         let trimmed = cpu_request(&d.running);
         assert!(trimmed.is_some_and(|c| (200..=201).contains(&c)));
         assert_eq!(d.running[0].limits.cpu.map(|c| c.0), trimmed);
@@ -541,30 +539,18 @@ mod tests {
     #[test]
     fn a_trim_within_the_tolerance_is_not_worth_a_resize_and_an_idle_pod_keeps_half() {
         // 0.16 cores: 0.91 pods' worth, 9 % under the base.
-        let near = decide(
-            &load(0.16, 3, 3),
-            &in_place(),
-            Advice::None,
-            &GuardState::default(),
-            0,
-        );
+        let near = fresh(&load(0.16, 3, 3));
         assert!(near.running.is_empty() && near.state.bridge.is_none());
         let mut idle = load(0.001, 3, 3);
         idle.replicas = 1;
         idle.ready_replicas = Some(1);
-        let d = decide(&idle, &in_place(), Advice::None, &GuardState::default(), 0);
+        let d = fresh(&idle);
         assert_eq!(cpu_request(&d.running), Some(125), "{}", d.rationale);
     }
 
     #[test]
     fn flat_load_within_the_target_is_never_bridged() {
-        let d = decide(
-            &load(0.17, 3, 3),
-            &in_place(),
-            Advice::None,
-            &GuardState::default(),
-            0,
-        );
+        let d = fresh(&load(0.17, 3, 3));
         assert!(d.running.is_empty() && d.state.bridge.is_none());
     }
 

@@ -493,6 +493,14 @@ mod tests {
         );
     }
 
+    /// Each pod's readiness and CPU request after a step.
+    fn readiness_and_cpu(out: &StepOutcome) -> Vec<(bool, CpuMillis)> {
+        out.pods
+            .iter()
+            .map(|p| (p.ready, p.template.cpu_request))
+            .collect()
+    }
+
     #[test]
     fn resizing_the_ready_pods_leaves_the_template_and_starting_pods() {
         let mut c = Cluster::new(ClusterConfig::default(), 2, template(500), 0.0);
@@ -505,12 +513,7 @@ mod tests {
             },
             0.0,
         );
-        let out = c.step(15.0, 10.0);
-        let sizes: Vec<(bool, CpuMillis)> = out
-            .pods
-            .iter()
-            .map(|p| (p.ready, p.template.cpu_request))
-            .collect();
+        let sizes = readiness_and_cpu(&c.step(15.0, 10.0));
         assert_eq!(
             sizes,
             vec![
@@ -541,12 +544,7 @@ mod tests {
             },
             1.0,
         );
-        let out = c.step(15.0, 10.0);
-        let sizes: Vec<(bool, CpuMillis)> = out
-            .pods
-            .iter()
-            .map(|p| (p.ready, p.template.cpu_request))
-            .collect();
+        let sizes = readiness_and_cpu(&c.step(15.0, 10.0));
         assert_eq!(
             sizes,
             vec![(true, CpuMillis(1500)), (false, CpuMillis(700))]
