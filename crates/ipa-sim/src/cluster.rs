@@ -225,16 +225,7 @@ impl Cluster {
         } else {
             0.0
         };
-        for pod in &mut self.pods {
-            match pod.phase {
-                Phase::Starting { ready_at } | Phase::Restarting { ready_at }
-                    if ready_at <= now + 1e-9 =>
-                {
-                    pod.phase = Phase::Ready;
-                }
-                _ => {}
-            }
-        }
+        self.ready_due(now);
         let burst = self.config.burst_allowance;
         let model = self.config.model;
         let ready_idx: Vec<usize> = (0..self.pods.len())
@@ -276,25 +267,7 @@ impl Cluster {
             cpu_charged += request.max(cpu);
             memory_requested += pod.template.memory_request.as_f64();
         }
-        let pods = self
-            .pods
-            .iter()
-            .zip(&usage)
-            .map(|(pod, &(cpu, memory))| PodView {
-                ready: pod.ready(),
-                age_seconds: now - pod.created_at,
-                template: pod.template,
-                cpu_cores: cpu,
-                memory_bytes: memory,
-                current: pod.generation == self.generation,
-                seconds_until_ready: match pod.phase {
-                    Phase::Ready => 0.0,
-                    Phase::Starting { ready_at } | Phase::Restarting { ready_at } => {
-                        (ready_at - now).max(0.0)
-                    }
-                },
-            })
-            .collect();
+        let pods = self.views(now, &usage);
         StepOutcome {
             demand_rps,
             served_rps: served,
@@ -310,6 +283,42 @@ impl Cluster {
             oom_kills,
             pods,
         }
+    }
+
+    /// Pods whose start-up or restart is over by `now` become ready.
+    fn ready_due(&mut self, now: f64) {
+        for pod in &mut self.pods {
+            match pod.phase {
+                Phase::Starting { ready_at } | Phase::Restarting { ready_at }
+                    if ready_at <= now + 1e-9 =>
+                {
+                    pod.phase = Phase::Ready;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// What each pod looks like at `now`, with its (CPU cores, memory bytes) used this step.
+    fn views(&self, now: f64, usage: &[(f64, f64)]) -> Vec<PodView> {
+        self.pods
+            .iter()
+            .zip(usage)
+            .map(|(pod, &(cpu, memory))| PodView {
+                ready: pod.ready(),
+                age_seconds: now - pod.created_at,
+                template: pod.template,
+                cpu_cores: cpu,
+                memory_bytes: memory,
+                current: pod.generation == self.generation,
+                seconds_until_ready: match pod.phase {
+                    Phase::Ready => 0.0,
+                    Phase::Starting { ready_at } | Phase::Restarting { ready_at } => {
+                        (ready_at - now).max(0.0)
+                    }
+                },
+            })
+            .collect()
     }
 
     /// Applies a policy's action at `now` and reconciles the Deployment.
